@@ -1,0 +1,139 @@
+"""The interface every backend implements, with the shared input checks."""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from datetime import timedelta
+from typing import Any
+
+from .errors import StorageClosedError, StorageValueError
+from .validation import (
+    DEFAULT_MAX_VALUE_BYTES,
+    check_key,
+    check_metadata,
+    check_user_id,
+    check_value,
+    ttl_to_seconds,
+)
+
+Ttl = int | timedelta
+
+
+class ThreadStorage(ABC):
+    """Key/value storage of JSON conversation threads with a per-key expiry.
+
+    The public methods validate their arguments, then hand clean values to
+    the backend's ``_set`` / ``_get`` / ``_delete`` / ``_cleanup_expired``.
+    """
+
+    #: Short name used in logs and by ``CONVERSATION_STORAGE_BACKEND``.
+    backend_name: str = ""
+    #: True when stored threads survive a restart of the process.
+    persistent: bool = False
+
+    def __init__(self, *, max_value_bytes: int | None = None) -> None:
+        self.max_value_bytes = max_value_bytes or DEFAULT_MAX_VALUE_BYTES
+        self._closed = threading.Event()
+
+    # -- public contract ---------------------------------------------------
+
+    def set_with_ttl(
+        self,
+        key: str,
+        ttl_seconds: Ttl,
+        value: str,
+        *,
+        user_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        """Store ``value`` under ``key`` for ``ttl_seconds``, replacing value and TTL.
+
+        Replacing a live thread keeps its ``user_id`` and ``metadata`` unless
+        new ones are given.
+        """
+        key = check_key(key)
+        seconds = ttl_to_seconds(ttl_seconds)
+        check_value(value, self.max_value_bytes)
+        user_id = check_user_id(user_id)
+        metadata = check_metadata(metadata)
+        self._ensure_open()
+        self._set(key, seconds, value, user_id, metadata)
+
+    def setex(self, key: str, ttl_seconds: Ttl, value: str) -> None:
+        """Redis-style alias of :meth:`set_with_ttl`."""
+        self.set_with_ttl(key, ttl_seconds, value)
+
+    def get(self, key: str) -> str | None:
+        """Return the JSON text stored under ``key``, or None if missing or expired."""
+        key = check_key(key)
+        self._ensure_open()
+        return self._get(key)
+
+    def delete(self, key: str) -> bool:
+        """Remove ``key``; True when a live entry was removed."""
+        key = check_key(key)
+        self._ensure_open()
+        return self._delete(key)
+
+    def cleanup_expired(self, batch_size: int = 1000) -> int:
+        """Remove at most ``batch_size`` expired entries and return how many went.
+
+        Call again until it returns less than ``batch_size`` to clear a backlog.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+            raise StorageValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        self._ensure_open()
+        return self._cleanup_expired(batch_size)
+
+    def close(self) -> None:
+        """Release connections and threads. Safe to call more than once."""
+        if not self._closed.is_set():
+            self._closed.set()
+            self._close()
+
+    def shutdown(self) -> None:
+        """Alias of :meth:`close`, the name pal's storage backend uses."""
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def __enter__(self) -> ThreadStorage:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<{type(self).__name__} {state}>"
+
+    # -- backend hooks ------------------------------------------------------
+
+    def _ensure_open(self) -> None:
+        if self._closed.is_set():
+            raise StorageClosedError(f"{type(self).__name__} is closed")
+
+    @abstractmethod
+    def _set(
+        self,
+        key: str,
+        ttl_seconds: int,
+        value: str,
+        user_id: str | None,
+        metadata: dict[str, Any] | None,
+    ) -> None: ...
+
+    @abstractmethod
+    def _get(self, key: str) -> str | None: ...
+
+    @abstractmethod
+    def _delete(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def _cleanup_expired(self, batch_size: int) -> int: ...
+
+    def _close(self) -> None:
+        """Release the backend's resources; called once by :meth:`close`."""

@@ -1,0 +1,101 @@
+"""Process-local storage: fast, thread-safe, and gone when the process exits."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, NamedTuple
+
+from .base_storage import ThreadStorage
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SWEEP_INTERVAL_SECONDS = 60.0
+
+
+class _Entry(NamedTuple):
+    value: str
+    expires_at: float  # time.monotonic() deadline: immune to wall-clock jumps
+    user_id: str | None
+    metadata: dict[str, Any]
+    created_at: float  # time.time(), for reporting only
+
+
+class InMemoryStorage(ThreadStorage):
+    """Threads in a dict, with a background sweeper reclaiming expired entries.
+
+    Reads take no lock: entries are immutable tuples swapped in whole, and a
+    single dict lookup is atomic, so a reader sees either the old or the new
+    entry, never a mix. Writers take the lock to keep read-modify-write steps
+    (created_at, user_id, metadata carried over) consistent.
+    """
+
+    backend_name = "memory"
+    persistent = False
+
+    def __init__(
+        self,
+        *,
+        sweep_interval_seconds: float = DEFAULT_SWEEP_INTERVAL_SECONDS,
+        max_value_bytes: int | None = None,
+    ) -> None:
+        super().__init__(max_value_bytes=max_value_bytes)
+        self._entries: dict[str, _Entry] = {}
+        self._lock = threading.Lock()
+        self._sweep_interval = sweep_interval_seconds
+        self._sweeper: threading.Thread | None = None
+
+    def _set(self, key, ttl_seconds, value, user_id, metadata) -> None:
+        now = time.monotonic()
+        with self._lock:
+            old = self._entries.get(key)
+            if old is not None and old.expires_at > now:
+                created_at = old.created_at
+                user_id = old.user_id if user_id is None else user_id
+                metadata = old.metadata if metadata is None else metadata
+            else:
+                created_at = time.time()
+            self._entries[key] = _Entry(value, now + ttl_seconds, user_id, metadata or {}, created_at)
+            if self._sweeper is None:
+                self._start_sweeper()
+
+    def _get(self, key: str) -> str | None:
+        entry = self._entries.get(key)
+        if entry is not None and entry.expires_at > time.monotonic():
+            return entry.value
+        return None
+
+    def _delete(self, key: str) -> bool:
+        with self._lock:
+            entry = self._entries.pop(key, None)
+        return entry is not None and entry.expires_at > time.monotonic()
+
+    def _cleanup_expired(self, batch_size: int) -> int:
+        now = time.monotonic()
+        with self._lock:
+            expired = [k for k, e in self._entries.items() if e.expires_at <= now][:batch_size]
+            for key in expired:
+                del self._entries[key]
+        return len(expired)
+
+    def _start_sweeper(self) -> None:
+        # Started on the first write, so a storage that is never written to
+        # (or only created to be replaced) costs no thread.
+        self._sweeper = threading.Thread(
+            target=self._sweep_until_closed, name="conversation-storage-sweeper", daemon=True
+        )
+        self._sweeper.start()
+
+    def _sweep_until_closed(self) -> None:
+        while not self._closed.wait(self._sweep_interval):
+            try:
+                while self._cleanup_expired(10_000) == 10_000:
+                    pass
+            except Exception:  # the sweeper must outlive any single failure
+                logger.exception("sweeping expired conversation threads failed")
+
+    def _close(self) -> None:
+        sweeper = self._sweeper
+        if sweeper is not None:
+            sweeper.join(timeout=5.0)

@@ -1,0 +1,32 @@
+"""What the library expects of the database schema in ``sql/``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import StoragePermissionError, StorageSchemaError
+
+#: The schema version this library needs; storage_health() reports the installed one.
+SCHEMA_VERSION = 1
+
+
+def check_health(report: Any) -> dict[str, Any]:
+    """Validate the report of ``storage_health()``; return it or raise with the fix."""
+    if not isinstance(report, dict) or "schema_version" not in report:
+        raise StorageSchemaError(
+            "storage_health() returned no report: the table public.conversation_threads "
+            "is missing. Apply the files of sql/ in order."
+        )
+    installed = report["schema_version"]
+    if not isinstance(installed, int) or installed < SCHEMA_VERSION:
+        raise StorageSchemaError(
+            f"the database has storage schema version {installed}, this library needs "
+            f"{SCHEMA_VERSION}: apply the newer files of sql/ in order."
+        )
+    if not report.get("can_access_rows"):
+        raise StoragePermissionError(
+            f"role {report.get('role')!r} can call the storage functions but cannot see "
+            "the rows of conversation_threads (row level security): use the service-role "
+            "key (Supabase) or the table owner's connection."
+        )
+    return report

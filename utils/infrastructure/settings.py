@@ -1,0 +1,87 @@
+"""Configuration from environment variables (and a ``.env`` file)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from dotenv import find_dotenv, load_dotenv
+
+from .errors import StorageConfigurationError
+from .validation import DEFAULT_MAX_VALUE_BYTES
+
+BACKENDS = ("memory", "supabase")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class Settings:
+    backend: str = "memory"
+    supabase_url: str | None = None
+    supabase_key: str | None = None
+    timeout_hours: float = 3.0
+    max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
+    strict: bool = False
+    request_timeout_seconds: float = 10.0
+
+    @property
+    def ttl_seconds(self) -> int:
+        """The conversation lifetime callers use with setex (CONVERSATION_TIMEOUT_HOURS)."""
+        return max(1, int(self.timeout_hours * 3600))
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read settings from ``environ`` (default: ``os.environ`` after loading ``.env``).
+
+    A ``.env`` file found from the working directory upwards fills in
+    variables that are not already set; the real environment always wins.
+    """
+    if environ is None:
+        load_dotenv(find_dotenv(usecwd=True), override=False)
+        environ = os.environ
+    backend = environ.get("CONVERSATION_STORAGE_BACKEND", "memory").strip().lower() or "memory"
+    if backend not in BACKENDS:
+        raise StorageConfigurationError(
+            f"CONVERSATION_STORAGE_BACKEND={backend!r} is not a known backend; "
+            f"use one of: {', '.join(BACKENDS)}"
+        )
+    return Settings(
+        backend=backend,
+        supabase_url=_text(environ, "SUPABASE_URL"),
+        supabase_key=_text(environ, "SUPABASE_KEY") or _text(environ, "SUPABASE_SERVICE_ROLE_KEY"),
+        timeout_hours=_positive(environ, "CONVERSATION_TIMEOUT_HOURS", 3.0, float),
+        max_value_bytes=_positive(environ, "CONVERSATION_MAX_VALUE_BYTES", DEFAULT_MAX_VALUE_BYTES, int),
+        strict=_flag(environ, "CONVERSATION_STORAGE_STRICT"),
+        request_timeout_seconds=_positive(environ, "CONVERSATION_STORAGE_TIMEOUT_SECONDS", 10.0, float),
+    )
+
+
+def _text(environ: Mapping[str, str], name: str) -> str | None:
+    value = environ.get(name, "").strip()
+    return value or None
+
+
+def _positive(environ: Mapping[str, str], name: str, default, kind):
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise StorageConfigurationError(
+            f"{name}={raw!r} is not a valid {'whole ' if kind is int else ''}number"
+        ) from None
+    if not value > 0 or value == float("inf"):
+        raise StorageConfigurationError(f"{name}={raw!r} must be a positive number")
+    return value
+
+
+def _flag(environ: Mapping[str, str], name: str) -> bool:
+    raw = environ.get(name, "").strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise StorageConfigurationError(f"{name}={raw!r} must be true or false")
