@@ -170,3 +170,103 @@ def test_context_manager_closes(backend):
 def test_shutdown_is_close(backend):
     backend.storage.shutdown()
     assert backend.storage.closed
+
+
+# -- bad input: a clear exception, and nothing stored --------------------------
+
+BAD_KEYS = [
+    (None, TypeError),
+    (123, TypeError),
+    (b"thread:bytes", TypeError),
+    ("", ValueError),
+    ("k" * 513, ValueError),
+    ("é" * 257, ValueError),  # 257 characters, 514 bytes
+    ("thread:\x00nul", ValueError),
+    ("thread:\ud800", ValueError),  # lone surrogate: not encodable as UTF-8
+]
+
+BAD_TTLS = [
+    (0, ValueError),
+    (-1, ValueError),
+    (True, TypeError),
+    (False, TypeError),
+    (1.5, ValueError),
+    ("60", ValueError),
+    (None, ValueError),
+    (timedelta(0), ValueError),
+    (timedelta(seconds=-5), ValueError),
+    (2**31, ValueError),
+]
+
+BAD_VALUES = [
+    (None, TypeError),
+    (b"{}", TypeError),
+    ({"a": 1}, TypeError),
+    ("", ValueError),
+    ("not json", ValueError),
+    ('{"a": 1', ValueError),
+    ("NaN", ValueError),
+    ('{"a": 1} {"b": 2}', ValueError),
+    ('{"a": "\\u0000"}', ValueError),
+    ('{"\\u0000key": 1}', ValueError),
+    ('"\\ud800"', ValueError),  # escaped lone surrogate
+    ('"\ud800"', ValueError),  # raw lone surrogate
+]
+
+
+def _assert_nothing_stored(backend, call, expected):
+    backend.storage.setex("thread:keep", 60, '{"kept": true}')
+    with pytest.raises(expected) as info:
+        call()
+    assert isinstance(info.value, StorageError), "input errors also derive from StorageError"
+    assert str(info.value), "the error says what is wrong"
+    assert json.loads(backend.storage.get("thread:keep")) == {"kept": True}
+
+
+@pytest.mark.parametrize(("key", "expected"), BAD_KEYS, ids=repr)
+def test_bad_key_is_refused(backend, key, expected):
+    _assert_nothing_stored(backend, lambda: backend.storage.setex(key, 60, "{}"), expected)
+    with pytest.raises(expected):
+        backend.storage.get(key)
+    with pytest.raises(expected):
+        backend.storage.delete(key)
+
+
+@pytest.mark.parametrize(("ttl", "expected"), BAD_TTLS, ids=repr)
+def test_bad_ttl_is_refused(backend, ttl, expected):
+    _assert_nothing_stored(backend, lambda: backend.storage.setex("thread:keep", ttl, '{"new": 1}'), expected)
+
+
+@pytest.mark.parametrize(("value", "expected"), BAD_VALUES, ids=repr)
+def test_bad_value_is_refused(backend, value, expected):
+    _assert_nothing_stored(backend, lambda: backend.storage.setex("thread:keep", 60, value), expected)
+
+
+def test_value_over_the_size_limit_is_refused(backend):
+    backend.storage.max_value_bytes = 1000
+    fits = json.dumps({"t": "x" * 991})
+    assert len(fits.encode()) == 1000
+    backend.storage.setex("thread:fits", 60, fits)
+    too_big = json.dumps({"t": "é" * 496}, ensure_ascii=False)
+    assert len(too_big) < 1000 < len(too_big.encode())
+    _assert_nothing_stored(backend, lambda: backend.storage.setex("thread:keep", 60, too_big), ValueError)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"user_id": 5}, TypeError),
+        ({"user_id": ""}, ValueError),
+        ({"metadata": "tool=chat"}, TypeError),
+        ({"metadata": ["a"]}, TypeError),
+        ({"metadata": {"when": object()}}, TypeError),
+        ({"metadata": {"x": float("nan")}}, TypeError),
+        ({"metadata": {"x": "\x00"}}, ValueError),
+        ({"metadata": {"x": "y" * 70_000}}, ValueError),
+    ],
+    ids=repr,
+)
+def test_bad_user_id_or_metadata_is_refused(backend, kwargs, expected):
+    _assert_nothing_stored(
+        backend, lambda: backend.storage.set_with_ttl("thread:keep", 60, '{"new": 1}', **kwargs), expected
+    )

@@ -15,31 +15,40 @@ from .rpc_gateway import RpcGateway
 JWT_SECRET = "local-test-jwt-secret-with-at-least-32-characters"
 
 
-def make_key(role: str | None, *, secret: str = JWT_SECRET, expires_in: int = 3600, **claims) -> str:
+PROJECT_KEY_LIFETIME = 10 * 365 * 24 * 3600  # Supabase's anon/service_role keys last ~10 years
+
+
+def make_key(
+    role: str | None, *, secret: str = JWT_SECRET, expires_in: int = PROJECT_KEY_LIFETIME, issued_ago: int = 86400, **claims
+) -> str:
     """An API key / user token as Supabase issues them: an HS256 JWT with a role claim."""
     now = int(time.time())
-    payload = {"iss": "supabase", "iat": now, "exp": now + expires_in, **claims}
+    payload = {"iss": "supabase", "iat": now - issued_ago, "exp": now + expires_in, **claims}
     if role is not None:
         payload["role"] = role
     return jwt.encode(payload, secret, algorithm="HS256")
 
 
 class LocalSupabase:
-    """Database ``dbname`` on ``server``, prepared like a Supabase project, behind the gateway."""
+    """Database ``dbname`` on ``server``, prepared like a Supabase project, behind the gateway.
 
-    def __init__(self, server: PostgresServer, dbname: str = "supabase") -> None:
+    ``apply_schema=False`` leaves out sql/, like a project nobody has set up yet.
+    """
+
+    def __init__(self, server: PostgresServer, dbname: str = "supabase", *, apply_schema: bool = True) -> None:
         self.server = server
         self.dbname = server.create_database(dbname)
         with server.connect(dbname) as conn:
             prepare_supabase_database(conn)
-            apply_sql(conn)
+            if apply_schema:
+                apply_sql(conn)
         self.gateway = RpcGateway(
             server.dsn_for(dbname, user="authenticator", password=AUTHENTICATOR_PASSWORD), JWT_SECRET
         ).start()
         self.url = self.gateway.url
         self.service_role_key = make_key("service_role")
         self.anon_key = make_key("anon")
-        self.authenticated_key = make_key("authenticated", sub="user-1", aud="authenticated")
+        self.authenticated_key = make_key("authenticated", expires_in=3600, sub="user-1", aud="authenticated")
 
     def connect(self):
         """A superuser connection to the project's database, for checking rows in SQL."""

@@ -1,0 +1,163 @@
+"""Choosing the backend from the environment, and falling back loudly."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import pytest
+
+from tests.support.postgres_server import free_port
+from utils.infrastructure import storage_backend
+from utils.infrastructure.errors import (
+    StorageConfigurationError,
+    StoragePermissionError,
+    StorageUnavailableError,
+)
+from utils.infrastructure.memory_storage import InMemoryStorage
+from utils.infrastructure.settings import load_settings
+from utils.infrastructure.storage_backend import get_storage, get_storage_backend, reset_storage
+from utils.infrastructure.supabase_storage import SupabaseStorage
+
+
+def _use_supabase(env, url, key, **extra):
+    env.setenv("CONVERSATION_STORAGE_BACKEND", "supabase")
+    env.setenv("SUPABASE_URL", url)
+    env.setenv("SUPABASE_KEY", key)
+    for name, value in extra.items():
+        env.setenv(name, value)
+
+
+def test_memory_is_the_default_and_warns_that_threads_are_lost(clean_env, caplog):
+    with caplog.at_level(logging.WARNING):
+        storage = get_storage()
+    assert isinstance(storage, InMemoryStorage)
+    assert "lost when this process restarts" in caplog.text
+
+
+def test_supabase_is_used_when_configured_and_reachable(clean_env, supabase_project, caplog):
+    _use_supabase(clean_env, supabase_project.url, supabase_project.service_role_key)
+    with caplog.at_level(logging.INFO):
+        storage = get_storage()
+    assert isinstance(storage, SupabaseStorage)
+    assert "persistently in supabase" in caplog.text
+    storage.setex("thread:env", 60, '{"ok": 1}')
+    assert storage.get("thread:env") == '{"ok": 1}'
+
+
+def test_service_role_key_variable_is_accepted(clean_env, supabase_project):
+    _use_supabase(clean_env, supabase_project.url, supabase_project.service_role_key)
+    clean_env.delenv("SUPABASE_KEY")
+    clean_env.setenv("SUPABASE_SERVICE_ROLE_KEY", supabase_project.service_role_key)
+    assert isinstance(get_storage(), SupabaseStorage)
+
+
+def test_unreachable_supabase_falls_back_to_memory_with_a_warning(clean_env, caplog):
+    _use_supabase(clean_env, f"http://127.0.0.1:{free_port()}", "key", CONVERSATION_STORAGE_TIMEOUT_SECONDS="2")
+    with caplog.at_level(logging.WARNING):
+        storage = get_storage()
+    assert isinstance(storage, InMemoryStorage)
+    warning = caplog.text
+    assert "cannot reach Supabase" in warning
+    assert "will NOT survive a restart" in warning
+
+
+def test_strict_mode_raises_instead_of_falling_back(clean_env):
+    _use_supabase(clean_env, f"http://127.0.0.1:{free_port()}", "key", CONVERSATION_STORAGE_STRICT="true")
+    with pytest.raises(StorageUnavailableError):
+        get_storage()
+
+
+def test_anon_key_falls_back_naming_the_service_role_key(clean_env, supabase_project, caplog):
+    _use_supabase(clean_env, supabase_project.url, supabase_project.anon_key)
+    with caplog.at_level(logging.WARNING):
+        assert isinstance(get_storage(), InMemoryStorage)
+    assert "service-role" in caplog.text
+    reset_storage()
+    clean_env.setenv("CONVERSATION_STORAGE_STRICT", "1")
+    with pytest.raises(StoragePermissionError):
+        get_storage()
+
+
+def test_missing_credentials_fall_back_naming_them(clean_env, caplog):
+    clean_env.setenv("CONVERSATION_STORAGE_BACKEND", "supabase")
+    with caplog.at_level(logging.WARNING):
+        assert isinstance(get_storage(), InMemoryStorage)
+    assert "SUPABASE_URL and SUPABASE_KEY" in caplog.text
+
+
+def test_singleton_is_shared_across_threads(clean_env):
+    seen: list[object] = []
+    barrier = threading.Barrier(8)
+
+    def grab() -> None:
+        barrier.wait()
+        seen.append(get_storage())
+
+    threads = [threading.Thread(target=grab) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({id(s) for s in seen}) == 1
+    assert get_storage_backend() is seen[0]
+
+
+def test_reset_closes_and_rereads_the_environment(clean_env, supabase_project):
+    first = get_storage()
+    assert isinstance(first, InMemoryStorage)
+    _use_supabase(clean_env, supabase_project.url, supabase_project.service_role_key)
+    assert get_storage() is first, "the environment is read once"
+    reset_storage()
+    assert first.closed
+    assert isinstance(get_storage(), SupabaseStorage)
+
+
+def test_a_closed_singleton_is_replaced(clean_env):
+    first = get_storage()
+    first.shutdown()
+    assert get_storage() is not first
+
+
+def test_dotenv_fills_in_without_overriding_the_environment(clean_env, tmp_path):
+    (tmp_path / ".env").write_text(
+        "CONVERSATION_STORAGE_BACKEND=supabase\nSUPABASE_URL=http://from-dotenv\nCONVERSATION_TIMEOUT_HOURS=5\n"
+    )
+    clean_env.setenv("SUPABASE_URL", "http://from-environment")
+    settings = load_settings()
+    assert settings.backend == "supabase"
+    assert settings.supabase_url == "http://from-environment"
+    assert settings.timeout_hours == 5
+    assert settings.ttl_seconds == 5 * 3600
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("CONVERSATION_STORAGE_BACKEND", "redis", "not a known backend"),
+        ("CONVERSATION_TIMEOUT_HOURS", "three", "not a valid number"),
+        ("CONVERSATION_TIMEOUT_HOURS", "-1", "must be a positive"),
+        ("CONVERSATION_TIMEOUT_HOURS", "nan", "must be a positive"),
+        ("CONVERSATION_MAX_VALUE_BYTES", "8MB", "not a valid whole number"),
+        ("CONVERSATION_MAX_VALUE_BYTES", "0", "must be a positive"),
+        ("CONVERSATION_STORAGE_STRICT", "maybe", "true or false"),
+        ("CONVERSATION_STORAGE_TIMEOUT_SECONDS", "inf", "must be a positive"),
+    ],
+)
+def test_bad_environment_values_raise_a_clear_error(clean_env, name, value, message):
+    clean_env.setenv(name, value)
+    with pytest.raises(StorageConfigurationError, match=message) as info:
+        get_storage()
+    assert name in str(info.value)
+
+
+def test_max_value_bytes_comes_from_the_environment(clean_env):
+    clean_env.setenv("CONVERSATION_MAX_VALUE_BYTES", "100")
+    storage = get_storage()
+    with pytest.raises(ValueError, match="CONVERSATION_MAX_VALUE_BYTES"):
+        storage.setex("thread:big", 60, '"' + "x" * 100 + '"')
+
+
+def test_module_exports_the_public_names():
+    for name in storage_backend.__all__:
+        assert getattr(storage_backend, name) is not None

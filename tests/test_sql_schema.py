@@ -1,0 +1,117 @@
+"""The SQL files: idempotent, portable to plain Postgres, locked down like Supabase's linter wants."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.database import apply_sql, prepare_supabase_database
+
+FUNCTIONS = ["thread_set", "thread_get", "thread_delete", "cleanup_expired_threads", "storage_health"]
+
+
+@pytest.fixture(scope="module")
+def supabase_db(postgres_server):
+    name = postgres_server.create_database("schema_supabase")
+    with postgres_server.connect(name) as conn:
+        prepare_supabase_database(conn)
+        apply_sql(conn)
+        yield conn
+
+
+def _function_oids(conn):
+    return conn.execute(
+        "select p.proname, p.oid from pg_proc p join pg_namespace n on n.oid = p.pronamespace"
+        " where n.nspname = 'public' and p.proname = any(%s)",
+        (FUNCTIONS,),
+    ).fetchall()
+
+
+def test_files_apply_twice_on_a_supabase_database(supabase_db):
+    apply_sql(supabase_db)
+    apply_sql(supabase_db)
+    assert sorted(name for name, _ in _function_oids(supabase_db)) == sorted(FUNCTIONS)
+
+
+def test_files_apply_twice_on_plain_postgres_without_supabase_roles(postgres_server):
+    # Roles are per cluster and the session's cluster has Supabase's, so a
+    # second throwaway server proves the files need none of them.
+    from tests.support.postgres_server import PostgresServer
+
+    with PostgresServer() as plain, plain.connect() as conn:
+        assert conn.execute("select count(*) from pg_roles where rolname = 'service_role'").fetchone()[0] == 0
+        apply_sql(conn)
+        apply_sql(conn)
+        conn.execute("select public.thread_set('thread:plain', '{\"ok\": true}', 60)")
+        assert conn.execute("select public.thread_get('thread:plain')").fetchone()[0] == '{"ok": true}'
+
+
+def test_row_level_security_is_on_with_no_policy(supabase_db):
+    enabled = supabase_db.execute(
+        "select relrowsecurity from pg_class where oid = 'public.conversation_threads'::regclass"
+    ).fetchone()[0]
+    policies = supabase_db.execute(
+        "select count(*) from pg_policies where schemaname = 'public' and tablename = 'conversation_threads'"
+    ).fetchone()[0]
+    assert enabled is True
+    assert policies == 0
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_function_has_fixed_search_path_and_runs_as_invoker(supabase_db, function):
+    config, definer = supabase_db.execute(
+        "select p.proconfig, p.prosecdef from pg_proc p where p.oid = %s::regproc",
+        (f"public.{function}",),
+    ).fetchone()
+    assert 'search_path=""' in (config or [])
+    assert definer is False
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_only_service_role_may_execute(supabase_db, function):
+    oid = supabase_db.execute("select %s::regproc::oid", (f"public.{function}",)).fetchone()[0]
+    allowed = {
+        role: supabase_db.execute("select has_function_privilege(%s, %s, 'EXECUTE')", (role, oid)).fetchone()[0]
+        for role in ("anon", "authenticated", "service_role")
+    }
+    acl = supabase_db.execute("select proacl::text from pg_proc where oid = %s", (oid,)).fetchone()[0]
+    assert allowed == {"anon": False, "authenticated": False, "service_role": True}
+    assert "=X/" not in acl.replace("service_role=X/", "").replace("postgres=X/", ""), f"PUBLIC may execute: {acl}"
+
+
+def test_anon_and_authenticated_have_no_table_privileges(supabase_db):
+    for role in ("anon", "authenticated"):
+        granted = supabase_db.execute(
+            "select privilege_type from information_schema.role_table_grants"
+            " where table_name = 'conversation_threads' and grantee = %s",
+            (role,),
+        ).fetchall()
+        assert granted == []
+
+
+def test_indexes_are_the_needed_ones_only(supabase_db):
+    rows = supabase_db.execute(
+        "select indexdef from pg_indexes where schemaname = 'public' and tablename = 'conversation_threads'"
+    ).fetchall()
+    definitions = sorted(row[0].split(" USING ")[1] for row in rows)
+    assert definitions == sorted([
+        "btree (id)",
+        "btree (thread_id)",
+        "btree (expires_at)",
+        "btree (user_id) WHERE (user_id IS NOT NULL)",
+    ])
+
+
+def test_table_refuses_keys_the_client_would_refuse(supabase_db):
+    import psycopg
+
+    for key in ("", "k" * 513):
+        with pytest.raises(psycopg.errors.CheckViolation), supabase_db.transaction():
+            supabase_db.execute("select public.thread_set(%s, '{}', 60)", (key,))
+
+
+@pytest.mark.parametrize("ttl", [0, -5, None])
+def test_thread_set_refuses_a_non_positive_ttl(supabase_db, ttl):
+    import psycopg
+
+    with pytest.raises(psycopg.errors.InvalidParameterValue), supabase_db.transaction():
+        supabase_db.execute("select public.thread_set('thread:ttl', '{}', %s)", (ttl,))

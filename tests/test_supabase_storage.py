@@ -1,0 +1,214 @@
+"""What is specific to the Supabase path: HTTP, keys, the server's clock, SQL effects."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from freezegun import freeze_time
+
+from tests.support.local_supabase import LocalSupabase
+from tests.support.postgres_server import free_port
+from utils.infrastructure.errors import (
+    StoragePermissionError,
+    StorageSchemaError,
+    StorageUnavailableError,
+)
+from utils.infrastructure.supabase_storage import SupabaseStorage
+
+
+@pytest.fixture
+def storage(supabase_project):
+    with SupabaseStorage(supabase_project.url, supabase_project.service_role_key) as storage:
+        yield storage
+
+
+def _row(project, key):
+    with project.connect() as conn:
+        return conn.execute(
+            "select user_id, metadata, created_at, accessed_at, expires_at, xmin::text::bigint"
+            " from public.conversation_threads where thread_id = %s",
+            (key,),
+        ).fetchone()
+
+
+def _row_count(project) -> int:
+    with project.connect() as conn:
+        return conn.execute("select count(*) from public.conversation_threads").fetchone()[0]
+
+
+def test_each_operation_is_exactly_one_http_request(storage, supabase_project):
+    gateway = supabase_project.gateway
+    operations = [
+        ("thread_set", lambda: storage.setex("thread:one", 60, '{"a": 1}')),
+        ("thread_get", lambda: storage.get("thread:one")),
+        ("thread_get", lambda: storage.get("thread:missing")),
+        ("thread_delete", lambda: storage.delete("thread:one")),
+        ("cleanup_expired_threads", lambda: storage.cleanup_expired()),
+    ]
+    for function, operation in operations:
+        gateway.reset_counts()
+        operation()
+        assert dict(gateway.counts) == {function: 1}
+
+
+def test_health_reports_the_service_role(storage):
+    report = storage.health()
+    assert report["role"] == "service_role"
+    assert report["rls_enabled"] is True
+
+
+@pytest.mark.parametrize("key_name", ["anon_key", "authenticated_key"])
+def test_anon_and_user_keys_are_refused_and_touch_nothing(supabase_project, storage, key_name):
+    storage.setex("thread:private", 60, '{"secret": 1}')
+    before = _row(supabase_project, "thread:private")
+    with SupabaseStorage(supabase_project.url, getattr(supabase_project, key_name)) as weak:
+        operations = [
+            weak.health,
+            lambda: weak.get("thread:private"),
+            lambda: weak.setex("thread:private", 60, '{"secret": 2}'),
+            lambda: weak.setex("thread:new", 60, "{}"),
+            lambda: weak.delete("thread:private"),
+            lambda: weak.cleanup_expired(),
+        ]
+        for operation in operations:
+            with pytest.raises(StoragePermissionError, match="service-role"):
+                operation()
+    assert _row(supabase_project, "thread:private") == before
+    assert _row_count(supabase_project) == 1
+    assert json.loads(storage.get("thread:private")) == {"secret": 1}
+
+
+def test_unreachable_url_raises_unavailable():
+    with SupabaseStorage(f"http://127.0.0.1:{free_port()}", "any-key", timeout_seconds=2) as storage:
+        with pytest.raises(StorageUnavailableError, match="cannot reach"):
+            storage.get("thread:x")
+        with pytest.raises(StorageUnavailableError):
+            storage.setex("thread:x", 60, "{}")
+
+
+def test_sub_second_timeout_is_honoured_and_raises_unavailable():
+    # A server that accepts connections and never answers.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        url = "http://127.0.0.1:%d" % listener.getsockname()[1]
+        with SupabaseStorage(url, "any-key", timeout_seconds=0.3) as storage:
+            started = time.monotonic()
+            with pytest.raises(StorageUnavailableError, match="in time"):
+                storage.get("thread:x")
+            elapsed = time.monotonic() - started
+    assert 0.25 < elapsed < 2.0
+
+
+def test_missing_schema_raises_schema_error_with_the_fix(postgres_server):
+    project = LocalSupabase(postgres_server, "no_schema_project", apply_schema=False)
+    try:
+        with SupabaseStorage(project.url, project.service_role_key) as storage:
+            with pytest.raises(StorageSchemaError, match="sql/"):
+                storage.health()
+            with pytest.raises(StorageSchemaError, match="sql/"):
+                storage.get("thread:x")
+    finally:
+        project.close()
+
+
+def test_expiry_follows_the_server_clock_not_the_client_clock(storage):
+    # A client clock a day ahead (or behind) must not expire or revive anything.
+    with freeze_time(datetime.now(timezone.utc) + timedelta(days=1)):
+        storage.setex("thread:clock", 2, '{"a": 1}')
+        assert storage.get("thread:clock") is not None
+    with freeze_time(datetime.now(timezone.utc) - timedelta(days=1)):
+        assert storage.get("thread:clock") is not None
+    time.sleep(2.2)
+    with freeze_time(datetime.now(timezone.utc) - timedelta(days=1)):
+        assert storage.get("thread:clock") is None
+
+
+def test_expiry_is_computed_by_the_server(storage, supabase_project):
+    storage.setex("thread:server", 3600, "{}")
+    with supabase_project.connect() as conn:
+        lifetime = conn.execute(
+            "select extract(epoch from expires_at - now()) from public.conversation_threads"
+            " where thread_id = 'thread:server'"
+        ).fetchone()[0]
+    assert 3590 < lifetime <= 3600
+
+
+def test_get_filters_expired_rows_without_deleting_them(storage, supabase_project):
+    storage.setex("thread:stale", 1, "{}")
+    time.sleep(1.2)
+    assert storage.get("thread:stale") is None
+    assert _row(supabase_project, "thread:stale") is not None, "reads must not write deletes"
+    assert storage.cleanup_expired() == 1
+    assert _row(supabase_project, "thread:stale") is None
+
+
+def test_get_refreshes_accessed_at_at_most_once_a_minute(storage, supabase_project):
+    storage.setex("thread:hot", 60, "{}")
+    first = _row(supabase_project, "thread:hot")
+    for _ in range(5):
+        storage.get("thread:hot")
+    assert _row(supabase_project, "thread:hot") == first, "hot reads must not rewrite the row"
+
+    with supabase_project.connect() as conn:
+        conn.execute(
+            "update public.conversation_threads set accessed_at = now() - interval '2 minutes'"
+            " where thread_id = 'thread:hot'"
+        )
+    storage.get("thread:hot")
+    refreshed_at = _row(supabase_project, "thread:hot")[3]
+    assert datetime.now(timezone.utc) - refreshed_at < timedelta(seconds=10)
+
+
+def test_replacing_keeps_owner_and_metadata_until_the_thread_expires(storage, supabase_project):
+    storage.set_with_ttl("thread:owned", 1, "{}", user_id="alice", metadata={"tool": "chat"})
+    created_at = _row(supabase_project, "thread:owned")[2]
+    storage.setex("thread:owned", 1, '{"turns": 2}')  # pal's add_turn passes neither
+    user_id, metadata, created_again, *_ = _row(supabase_project, "thread:owned")
+    assert (user_id, metadata, created_again) == ("alice", {"tool": "chat"}, created_at)
+
+    time.sleep(1.2)
+    storage.setex("thread:owned", 60, '{"new": true}')  # an expired thread starts over
+    user_id, metadata, created_new, *_ = _row(supabase_project, "thread:owned")
+    assert (user_id, metadata) == (None, {})
+    assert created_new > created_at
+
+
+def test_cleanup_deletes_in_batches(storage, supabase_project):
+    with supabase_project.connect() as conn:
+        conn.execute(
+            "insert into public.conversation_threads (thread_id, conversation_data, expires_at)"
+            " select 'thread:old' || i, '{}', now() - interval '1 hour' from generate_series(1, 25) i"
+        )
+    storage.setex("thread:live", 60, "{}")
+    assert [storage.cleanup_expired(batch_size=10) for _ in range(4)] == [10, 10, 5, 0]
+    assert _row_count(supabase_project) == 1
+
+
+def test_concurrent_cleanups_share_the_backlog(storage, supabase_project):
+    with supabase_project.connect() as conn:
+        conn.execute(
+            "insert into public.conversation_threads (thread_id, conversation_data, expires_at)"
+            " select 'thread:old' || i, '{}', now() - interval '1 hour' from generate_series(1, 2000) i"
+        )
+    totals: list[int] = []
+
+    def sweep() -> None:
+        with SupabaseStorage(supabase_project.url, supabase_project.service_role_key) as own:
+            deleted = 0
+            while (batch := own.cleanup_expired(batch_size=100)) > 0:
+                deleted += batch
+            totals.append(deleted)
+
+    sweepers = [threading.Thread(target=sweep) for _ in range(3)]
+    for t in sweepers:
+        t.start()
+    for t in sweepers:
+        t.join()
+    assert sum(totals) == 2000
+    assert _row_count(supabase_project) == 0
