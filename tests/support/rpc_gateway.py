@@ -8,14 +8,17 @@ end to end over HTTP. It follows PostgREST's documented RPC rules:
   case-insensitive.
 - The token is ``Authorization: Bearer <jwt>``, or the ``apikey`` header when
   there is no Authorization header (what Supabase's API gateway does). It must
-  be an HS256 JWT signed with the project's secret, not expired; its ``role``
-  claim is the database role (missing claim: the anon role). No token at all
-  is refused with 401 like Supabase's API gateway; a bad token is 401
-  ``PGRST301`` (expired: ``PGRST303``).
+  be an HS256 JWT signed with the project's secret, valid within PostgREST's
+  30 s clock skew; its ``role`` claim (as text) is the database role, the anon
+  role when missing, and the resolved role is written back into the claims.
+  No token at all is refused with 401 like Supabase's API gateway; a bad token
+  is 401 ``PGRST301``, an expired or not-yet-valid one 401 ``PGRST303``; an
+  Authorization scheme other than Bearer runs as anon.
 - One transaction per request: ``set_config('role', ..., true)``,
   ``set_config('request.jwt.claims', ..., true)``, the role's own settings
   (e.g. statement_timeout), ``search_path``, then the call; any error rolls
-  everything back.
+  everything back. A POST's schema is chosen by ``Content-Profile`` (406
+  ``PGRST106`` for any other than the exposed one).
 - The JSON body's keys must be the function's required parameters plus any
   subset of its defaulted ones, else 404 ``PGRST202``. Arguments are typed by
   the function's declared parameter types through ``json_to_record``, as
@@ -23,17 +26,20 @@ end to end over HTTP. It follows PostgREST's documented RPC rules:
 - Results: a scalar as bare JSON with 200, NULL as ``null``, void as 204 with
   no body, SETOF as a JSON array. Errors as ``{"code", "message", "details",
   "hint"}`` with ``Proxy-Status: PostgREST; error=CODE`` and PostgREST's
-  SQLSTATE-to-HTTP mapping (:func:`http_status`).
+  SQLSTATE-to-HTTP mapping (:func:`http_status`), ``WWW-Authenticate`` on
+  every 401, and ``RAISE SQLSTATE 'PGRST'`` setting status, body and headers.
 
-Not implemented (requests that need them get an error, never a guess):
-tables and views (``/rest/v1/{table}``), GET/HEAD calls of functions,
-bulk calls with an array body, a single unnamed json/jsonb parameter taking
-the whole body, ``Prefer`` headers (params=single-object, count, tx=rollback),
-``Accept`` media types other than JSON, filters/ordering on RPC results,
-overloaded functions with the same argument names (PGRST203), JWT ``aud``
-checks, asymmetric JWT keys, ``pre-request`` functions, and a schema cache:
-functions are looked up on every request, so schema changes are visible at
-once (PostgREST needs ``NOTIFY pgrst, 'reload schema'``).
+Refused with an error: tables and views (``/rest/v1/{table}``), GET/HEAD calls
+of functions, bulk calls with an array body, a single unnamed json/jsonb
+parameter taking the whole body, and ambiguous overloads (PGRST203).
+Ignored, where PostgREST would act: ``Prefer`` headers (params=single-object,
+count, tx=rollback), ``Accept`` media types (the answer is always JSON),
+filters and ordering on RPC results, JWT ``aud`` checks, ``pre-request``
+functions. Not modelled from Supabase's API gateway: it also demands an
+``apikey`` that is one of the project's keys; this gateway accepts any valid
+JWT, in either header. There is no schema cache: functions are looked up on
+every request, so schema changes are visible at once (PostgREST needs
+``NOTIFY pgrst, 'reload schema'``).
 
 For fault tests it counts requests per function (:attr:`RpcGateway.counts`).
 """
@@ -55,6 +61,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 RPC_PREFIXES = ("/rest/v1/rpc/", "/rpc/")
+JWT_LEEWAY_SECONDS = 30  # PostgREST's allowed clock skew on exp/nbf/iat
 
 
 class GatewayError(Exception):
@@ -93,7 +100,7 @@ class Function:
 def http_status(sqlstate: str, authenticated: bool) -> int:
     """PostgREST's mapping of a SQLSTATE to an HTTP status."""
     exact = {
-        "23503": 409, "23505": 409, "25006": 405, "53400": 500, "57P01": 503,
+        "21000": 500, "23503": 409, "23505": 409, "25006": 405, "53400": 500, "57P01": 503,
         "P0001": 400, "42883": 404, "42P01": 404, "42P17": 500,
     }
     if sqlstate == "42501":
@@ -186,8 +193,10 @@ class RpcGateway:
         """Run one RPC request; return (status, JSON body or None for 204)."""
         self._check_profile(headers)
         claims = self._claims(headers)
-        role = claims.get("role") or self.anon_role
+        role = claims.get("role")
+        role = self.anon_role if role is None or role == "" else str(role)
         authenticated = role != self.anon_role
+        claims = {**claims, "role": role}  # PostgREST adds the resolved role
         args = self._arguments(body)
         try:
             with self._pool.connection() as conn, conn.transaction():
@@ -201,28 +210,33 @@ class RpcGateway:
                                details=str(exc)) from exc
 
     def _check_profile(self, headers) -> None:
-        for name in ("Accept-Profile", "Content-Profile"):
-            profile = headers.get(name)
-            if profile and profile != self.schema:
-                raise GatewayError(406, "PGRST106", f"The schema must be one of the following: {self.schema}")
+        # A POST names its schema with Content-Profile; Accept-Profile is for reads.
+        profile = headers.get("Content-Profile")
+        if profile and profile != self.schema:
+            raise GatewayError(406, "PGRST106", f"The schema must be one of the following: {self.schema}")
 
     def _claims(self, headers) -> dict[str, Any]:
         authorization = headers.get("Authorization")
-        if authorization:
-            scheme, _, token = authorization.partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
-                raise self._jwt_error("PGRST301", "Invalid Authorization header: expected 'Bearer <token>'")
-            token = token.strip()
-        else:
-            token = headers.get("apikey")
-        if not token:
+        apikey = headers.get("apikey")
+        if not authorization and not apikey:
             # Supabase's API gateway answers this before PostgREST is reached.
             raise GatewayError(401, None, "No API key found in request",
                                hint="No `apikey` request header or url param was found.")
+        if authorization:
+            scheme, _, token = authorization.partition(" ")
+            if scheme.lower() != "bearer":
+                return {}  # PostgREST ignores other schemes: the request runs as anon
+            token = token.strip()
+        else:
+            token = apikey
         try:
-            claims = jwt.decode(token, self.jwt_secret, algorithms=["HS256"], options={"verify_aud": False})
+            claims = jwt.decode(token, self.jwt_secret, algorithms=["HS256"], leeway=JWT_LEEWAY_SECONDS,
+                                options={"verify_aud": False})
         except jwt.ExpiredSignatureError:
             raise self._jwt_error("PGRST303", "JWT expired") from None
+        except jwt.ImmatureSignatureError as exc:
+            message = "JWT issued at future" if "iat" in str(exc) else "JWT not yet valid"
+            raise self._jwt_error("PGRST303", message) from None
         except jwt.InvalidTokenError as exc:
             raise self._jwt_error("PGRST301", f"JWSError: {exc}") from None
         if not isinstance(claims, dict):
@@ -262,12 +276,18 @@ class RpcGateway:
             return candidates[0]
         if len(candidates) > 1:
             raise GatewayError(300, "PGRST203", f"Could not choose the best candidate function between overloads of {self.schema}.{name}")
+        qualified = f"{self.schema}.{name}"
         shown = ", ".join(sorted(keys))
+        if not keys:
+            message = f"Could not find the function {qualified} without parameters in the schema cache"
+            searched = f"{qualified} without parameters"
+        else:
+            message = f"Could not find the function {qualified}({shown}) in the schema cache"
+            searched = f"{qualified} with parameter{'s' if len(keys) > 1 else ''} {shown}"
         raise GatewayError(
-            404, "PGRST202",
-            f"Could not find the function {self.schema}.{name}({shown}) in the schema cache",
-            details=f"Searched for the function {self.schema}.{name} with parameters {shown or 'none'}"
-                    " or with a single unnamed json/jsonb parameter, but no matches were found in the schema cache.",
+            404, "PGRST202", message,
+            details=f"Searched for the function {searched} or with a single unnamed json/jsonb parameter,"
+                    " but no matches were found in the schema cache.",
         )
 
     def _functions(self, conn: psycopg.Connection, name: str) -> list[Function]:
@@ -331,11 +351,32 @@ class RpcGateway:
             # Lost connection or server gone: PostgREST answers 503.
             return GatewayError(503, "PGRST001", "Database client error. Retrying the connection.", details=str(exc))
         diag = exc.diag
-        headers = {"WWW-Authenticate": "Bearer"} if sqlstate == "42501" and not authenticated else {}
-        return GatewayError(
-            http_status(sqlstate, authenticated), sqlstate, diag.message_primary or str(exc),
-            details=diag.message_detail, hint=diag.message_hint, headers=headers,
-        )
+        message = diag.message_primary or str(exc)
+        if sqlstate == "PGRST":
+            return self._raised_response(message, diag.message_detail)
+        status = http_status(sqlstate, authenticated)
+        if sqlstate == "21000" and message.endswith("requires a WHERE clause"):
+            status = 400  # pg-safeupdate's refusal is the client's fault
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+        return GatewayError(status, sqlstate, message, details=diag.message_detail,
+                            hint=diag.message_hint, headers=headers)
+
+    @staticmethod
+    def _raised_response(message: str, detail: str | None) -> GatewayError:
+        """RAISE SQLSTATE 'PGRST': the function sets the error body, status and headers."""
+        try:
+            body = json.loads(message)
+            spec = json.loads(detail or "")
+            status = int(spec["status"])
+            headers = {str(k): str(v) for k, v in (spec.get("headers") or {}).items()}
+            if not isinstance(body, dict):
+                raise ValueError("message is not an object")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return GatewayError(500, "PGRST121", "Could not parse JSON in the RAISE SQLSTATE 'PGRST' error",
+                                details=f"message: {message}; detail: {detail}")
+        error = GatewayError(status, None, "", headers=headers)
+        error.body = {key: body.get(key) for key in ("code", "message", "details", "hint")}
+        return error
 
     def _load_role_settings(self) -> dict[str, list[tuple[str, str]]]:
         with self._pool.connection() as conn:

@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""How much the in-memory backend costs against its baselines, measured in one run.
+
+- get: against a store shaped like pal-mcp-server's InMemoryStorage.get
+  (lock, dict lookup, wall-clock expiry check, debug log call).
+- set: against a bare ``json.loads`` / ``orjson.loads`` of the same value,
+  since validating the JSON is the one cost the contract demands.
+
+Prints per-operation times (median of repeats) and ratios. ``--quick`` runs
+fewer iterations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.support.documents import document_of_size  # noqa: E402
+from utils.infrastructure.memory_storage import InMemoryStorage  # noqa: E402
+
+logger = logging.getLogger("baseline")
+
+
+class PalShapedStorage:
+    """The shape of pal's InMemoryStorage get/set: one lock, (value, deadline) tuples."""
+
+    def __init__(self) -> None:
+        self._store: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def setex(self, key: str, ttl: int, value: str) -> None:
+        with self._lock:
+            self._store[key] = (value, time.time() + ttl)
+            logger.debug(f"Stored key {key} with TTL {ttl}s")
+
+    def get(self, key: str):
+        with self._lock:
+            if key in self._store:
+                value, expires_at = self._store[key]
+                if time.time() < expires_at:
+                    logger.debug(f"Retrieved key {key}")
+                    return value
+                del self._store[key]
+        return None
+
+
+def per_call_ns(fn, n: int, repeats: int) -> float:
+    timings = []
+    for _ in range(repeats):
+        started = time.perf_counter_ns()
+        for _ in range(n):
+            fn()
+        timings.append((time.perf_counter_ns() - started) / n)
+    return statistics.median(timings)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    n, repeats = (2_000, 3) if args.quick else (200_000, 7)
+
+    key = "thread:0b6f8a4e-3d1c-4a7e-9a57-1f2e3d4c5b6a"
+    pal, ours = PalShapedStorage(), InMemoryStorage()
+    small = document_of_size(5_000)
+    pal.setex(key, 3600, small)
+    ours.setex(key, 3600, small)
+
+    rows = []
+    base = per_call_ns(lambda: pal.get(key), n, repeats)
+    mine = per_call_ns(lambda: ours.get(key), n, repeats)
+    rows.append(("get (hit)", "pal-shaped get", base, mine))
+    base = per_call_ns(lambda: pal.get("thread:missing"), n, repeats)
+    mine = per_call_ns(lambda: ours.get("thread:missing"), n, repeats)
+    rows.append(("get (miss)", "pal-shaped get", base, mine))
+
+    for label, size in (("5 KB", 5_000), ("50 KB", 50_000), ("250 KB", 250_000), ("2 MB", 2_000_000)):
+        value = document_of_size(size)
+        m = max(20, n // max(1, size // 500))
+        stdlib = per_call_ns(lambda: json.loads(value), m, repeats)
+        fast = per_call_ns(lambda: orjson.loads(value), m, repeats)
+        mine = per_call_ns(lambda: ours.setex(key, 3600, value), m, repeats)
+        rows.append((f"set {label}", "json.loads", stdlib, mine))
+        rows.append((f"set {label}", "orjson.loads", fast, mine))
+    ours.close()
+
+    print(f"{'operation':<14} {'baseline':<16} {'baseline':>12} {'this library':>14} {'ratio':>7}")
+    for operation, baseline, base_ns, mine_ns in rows:
+        print(f"{operation:<14} {baseline:<16} {_fmt(base_ns):>12} {_fmt(mine_ns):>14} {mine_ns / base_ns:>6.2f}x")
+
+
+def _fmt(ns: float) -> str:
+    return f"{ns / 1000:.2f} µs" if ns < 1_000_000 else f"{ns / 1e6:.2f} ms"
+
+
+if __name__ == "__main__":
+    main()
