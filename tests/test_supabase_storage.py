@@ -212,3 +212,10 @@ def test_concurrent_cleanups_share_the_backlog(storage, supabase_project):
         t.join()
     assert sum(totals) == 2000
     assert _row_count(supabase_project) == 0
+
+
+def test_an_unusable_url_is_a_configuration_error():
+    from utils.infrastructure.errors import StorageConfigurationError
+
+    with pytest.raises(StorageConfigurationError, match="SUPABASE_URL"):
+        SupabaseStorage("db.example.com:5432", "key")

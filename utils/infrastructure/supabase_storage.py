@@ -16,6 +16,7 @@ from supabase import ClientOptions, create_client
 
 from .base_storage import ThreadStorage
 from .errors import (
+    StorageConfigurationError,
     StorageError,
     StoragePermissionError,
     StorageSchemaError,
@@ -58,7 +59,9 @@ class SupabaseStorage(ThreadStorage):
             self._client = create_client(url, key, options=ClientOptions(httpx_client=self._http))
         except Exception as exc:
             self._http.close()
-            raise StorageValueError(f"cannot create the Supabase client for {url!r}: {exc}") from None
+            raise StorageConfigurationError(
+                f"SUPABASE_URL={url!r} is not usable by the Supabase client: {exc}"
+            ) from None
         self.url = url
 
     def health(self) -> dict[str, Any]:
@@ -75,7 +78,13 @@ class SupabaseStorage(ThreadStorage):
         self._rpc("thread_set", params)
 
     def _get(self, key: str) -> str | None:
-        return self._rpc("thread_get", {"p_thread_id": key})
+        value = self._rpc("thread_get", {"p_thread_id": key})
+        if value is not None and not isinstance(value, str):
+            raise StorageSchemaError(
+                f"thread_get returned {type(value).__name__}, not JSON text: "
+                "the database has an unexpected thread_get(); apply the files of sql/ again"
+            )
+        return value
 
     def _delete(self, key: str) -> bool:
         return bool(self._rpc("thread_delete", {"p_thread_id": key}))
@@ -93,7 +102,7 @@ class SupabaseStorage(ThreadStorage):
             raise StorageUnavailableError(
                 f"Supabase did not answer {function} in time at {self.url}: {type(exc).__name__}"
             ) from exc
-        except httpx.TransportError as exc:
+        except httpx.HTTPError as exc:
             raise StorageUnavailableError(
                 f"cannot reach Supabase at {self.url} ({function}): {type(exc).__name__}: {exc}"
             ) from exc
