@@ -11,14 +11,20 @@ from typing import Callable
 import pytest
 from freezegun import freeze_time
 
+from tests.support.async_facade import EventLoopThread, SyncFacade
+from tests.support.database import apply_sql
 from tests.support.local_supabase import LocalSupabase
-from tests.support.postgres_server import PostgresServer
+from tests.support.postgres_server import PASSWORD, PostgresServer
 from utils.infrastructure import storage_backend
+from utils.infrastructure.async_adapters import AsyncInMemoryStorage, AsyncSQLiteStorage
 from utils.infrastructure.base_storage import ThreadStorage
 from utils.infrastructure.memory_storage import InMemoryStorage
-from utils.infrastructure.supabase_storage import SupabaseStorage
+from utils.infrastructure.postgres_storage import AsyncPostgresStorage, PostgresStorage
+from utils.infrastructure.sqlite_storage import SQLiteStorage
+from utils.infrastructure.supabase_storage import AsyncSupabaseStorage, SupabaseStorage
 
-BACKENDS = ["memory", "supabase"]
+BACKENDS = ["memory", "sqlite", "postgres", "supabase"]
+ALL_BACKENDS = BACKENDS + [f"async-{name}" for name in BACKENDS]
 
 
 @pytest.fixture(scope="session")
@@ -44,33 +50,80 @@ def supabase_project(local_supabase):
     return local_supabase
 
 
+@pytest.fixture(scope="session")
+def _postgres_database(postgres_server):
+    name = postgres_server.create_database("direct_threads")
+    with postgres_server.connect(name) as conn:
+        apply_sql(conn)
+    return name
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server, _postgres_database):
+    """Connection string of a plain Postgres database with sql/ applied and no threads."""
+    with postgres_server.connect(_postgres_database) as conn:
+        conn.execute("truncate public.conversation_threads")
+    return postgres_server.dsn_for(_postgres_database, password=PASSWORD)
+
+
+@pytest.fixture(scope="session")
+def event_loop_thread():
+    runner = EventLoopThread()
+    yield runner
+    runner.stop()
+
+
 @dataclass
 class BackendUnderTest:
     name: str
     storage: ThreadStorage
     #: Move the storage's own clock forward: freezegun for memory, real
-    #: waiting for Postgres, whose expiry runs on the server's now().
+    #: waiting for SQLite and Postgres, whose expiry runs on their own clocks.
     advance: Callable[[float], None]
 
 
-@pytest.fixture(params=BACKENDS)
+def _open_backend(name: str, request, runner: EventLoopThread | None):
+    """Return (storage, advance) for backend ``name``; sync, or async when runner is given."""
+    if name == "memory":
+        storage = AsyncInMemoryStorage() if runner else InMemoryStorage()
+        return storage, time.sleep
+    if name == "sqlite":
+        path = request.getfixturevalue("tmp_path") / "threads.sqlite3"
+        if runner:
+            return runner.run(AsyncSQLiteStorage.create(path)), time.sleep
+        return SQLiteStorage(path), time.sleep
+    if name == "postgres":
+        dsn = request.getfixturevalue("postgres_dsn")
+        if runner:
+            return runner.run(AsyncPostgresStorage.create(dsn)), time.sleep
+        return PostgresStorage(dsn), time.sleep
+    project = request.getfixturevalue("supabase_project")
+    if runner:
+        return runner.run(AsyncSupabaseStorage.create(project.url, project.service_role_key)), time.sleep
+    return SupabaseStorage(project.url, project.service_role_key), time.sleep
+
+
+@pytest.fixture(params=ALL_BACKENDS)
 def backend(request) -> BackendUnderTest:
-    if request.param == "memory" and request.node.get_closest_marker("real_clock"):
-        storage = InMemoryStorage()
-        yield BackendUnderTest("memory", storage, time.sleep)
-        storage.close()
-    elif request.param == "memory":
+    is_async = request.param.startswith("async-")
+    name = request.param.removeprefix("async-")
+    runner = request.getfixturevalue("event_loop_thread") if is_async else None
+    frozen = None
+    if name == "memory" and not request.node.get_closest_marker("real_clock"):
         # freezegun serves real time to code running under threading's frames
         # (its default ignore list), so tests using threads take real_clock.
-        with freeze_time() as frozen:
-            storage = InMemoryStorage()
-            yield BackendUnderTest("memory", storage, lambda s: frozen.tick(timedelta(seconds=s)))
-            storage.close()
-    else:
-        project = request.getfixturevalue("supabase_project")
-        storage = SupabaseStorage(project.url, project.service_role_key)
-        yield BackendUnderTest("supabase", storage, time.sleep)
-        storage.close()
+        frozen = freeze_time()
+        clock = frozen.start()
+    try:
+        storage, advance = _open_backend(name, request, runner)
+        if frozen is not None:
+            advance = lambda seconds: clock.tick(timedelta(seconds=seconds))  # noqa: E731
+        face = SyncFacade(storage, runner) if runner else storage
+        yield BackendUnderTest(request.param, face, advance)
+        face.close()
+    finally:
+        if frozen is not None:
+            frozen.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -87,7 +140,9 @@ def clean_env(monkeypatch, tmp_path):
     for name in (
         "CONVERSATION_STORAGE_BACKEND", "SUPABASE_URL", "SUPABASE_KEY", "SUPABASE_SERVICE_ROLE_KEY",
         "CONVERSATION_TIMEOUT_HOURS", "CONVERSATION_MAX_VALUE_BYTES", "CONVERSATION_STORAGE_STRICT",
-        "CONVERSATION_STORAGE_TIMEOUT_SECONDS",
+        "CONVERSATION_STORAGE_TIMEOUT_SECONDS", "DATABASE_URL", "SUPABASE_DB_URL",
+        "CONVERSATION_POSTGRES_POOL_MIN", "CONVERSATION_POSTGRES_POOL_MAX",
+        "CONVERSATION_POSTGRES_TRANSACTION_POOLER", "CONVERSATION_SQLITE_PATH", "CONVERSATION_SQLITE_SYNCHRONOUS",
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)

@@ -7,15 +7,8 @@ from abc import ABC, abstractmethod
 from datetime import timedelta
 from typing import Any
 
-from .errors import StorageClosedError, StorageValueError
-from .validation import (
-    DEFAULT_MAX_VALUE_BYTES,
-    check_key,
-    check_metadata,
-    check_user_id,
-    check_value,
-    ttl_to_seconds,
-)
+from .errors import StorageClosedError
+from .validation import DEFAULT_MAX_VALUE_BYTES, check_batch_size, check_key, validate_set
 
 Ttl = int | timedelta
 
@@ -52,13 +45,9 @@ class ThreadStorage(ABC):
         Replacing a live thread keeps its ``user_id`` and ``metadata`` unless
         new ones are given.
         """
-        key = check_key(key)
-        seconds = ttl_to_seconds(ttl_seconds)
-        check_value(value, self.max_value_bytes)
-        user_id = check_user_id(user_id)
-        metadata = check_metadata(metadata)
+        args = validate_set(key, ttl_seconds, value, user_id, metadata, self.max_value_bytes)
         self._ensure_open()
-        self._set(key, seconds, value, user_id, metadata)
+        self._set(*args)
 
     def setex(self, key: str, ttl_seconds: Ttl, value: str) -> None:
         """Redis-style alias of :meth:`set_with_ttl`."""
@@ -81,8 +70,7 @@ class ThreadStorage(ABC):
 
         Call again until it returns less than ``batch_size`` to clear a backlog.
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-            raise StorageValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        batch_size = check_batch_size(batch_size)
         self._ensure_open()
         return self._cleanup_expired(batch_size)
 

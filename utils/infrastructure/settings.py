@@ -11,7 +11,8 @@ from dotenv import find_dotenv, load_dotenv
 from .errors import StorageConfigurationError
 from .validation import DEFAULT_MAX_VALUE_BYTES
 
-BACKENDS = ("memory", "supabase")
+BACKENDS = ("memory", "supabase", "postgres", "sqlite")
+POOLER_MODES = ("auto", "true", "false")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -25,6 +26,13 @@ class Settings:
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
     strict: bool = False
     request_timeout_seconds: float = 10.0
+    database_url: str | None = None
+    postgres_pool_min: int = 1
+    postgres_pool_max: int = 10
+    #: None: decide from the port (6543 is Supabase's transaction pooler).
+    transaction_pooler: bool | None = None
+    sqlite_path: str | None = None
+    sqlite_synchronous: str = "full"
 
     @property
     def ttl_seconds(self) -> int:
@@ -55,6 +63,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_value_bytes=_positive(environ, "CONVERSATION_MAX_VALUE_BYTES", DEFAULT_MAX_VALUE_BYTES, int),
         strict=_flag(environ, "CONVERSATION_STORAGE_STRICT"),
         request_timeout_seconds=_positive(environ, "CONVERSATION_STORAGE_TIMEOUT_SECONDS", 10.0, float),
+        database_url=_text(environ, "DATABASE_URL") or _text(environ, "SUPABASE_DB_URL"),
+        postgres_pool_min=_positive(environ, "CONVERSATION_POSTGRES_POOL_MIN", 1, int),
+        postgres_pool_max=_positive(environ, "CONVERSATION_POSTGRES_POOL_MAX", 10, int),
+        transaction_pooler=_pooler(environ),
+        sqlite_path=_text(environ, "CONVERSATION_SQLITE_PATH"),
+        sqlite_synchronous=_choice(environ, "CONVERSATION_SQLITE_SYNCHRONOUS", ("full", "normal", "extra"), "full"),
     )
 
 
@@ -76,6 +90,18 @@ def _positive(environ: Mapping[str, str], name: str, default, kind):
     if not value > 0 or value == float("inf"):
         raise StorageConfigurationError(f"{name}={raw!r} must be a positive number")
     return value
+
+
+def _pooler(environ: Mapping[str, str]) -> bool | None:
+    mode = _choice(environ, "CONVERSATION_POSTGRES_TRANSACTION_POOLER", POOLER_MODES, "auto")
+    return None if mode == "auto" else mode == "true"
+
+
+def _choice(environ: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    raw = environ.get(name, "").strip().lower() or default
+    if raw not in choices:
+        raise StorageConfigurationError(f"{name}={raw!r} must be one of: {', '.join(choices)}")
+    return raw
 
 
 def _flag(environ: Mapping[str, str], name: str) -> bool:

@@ -8,18 +8,22 @@ A drop-in for pal-mcp-server's ``utils/storage_backend.py``::
     storage.setex(f"thread:{thread_id}", ttl_seconds, context.model_dump_json())
     storage.get(f"thread:{thread_id}")
 
-``CONVERSATION_STORAGE_BACKEND`` picks the backend (``memory`` by default,
-``supabase`` for threads that survive restarts). When the chosen persistent
-backend cannot be used, :func:`get_storage` falls back to memory with a
-warning, or raises when ``CONVERSATION_STORAGE_STRICT=true``.
+``CONVERSATION_STORAGE_BACKEND`` picks the backend: ``memory`` (default),
+``sqlite``, ``postgres`` or ``supabase``. When the chosen persistent backend
+cannot be used, :func:`get_storage` falls back to memory with a warning, or
+raises when ``CONVERSATION_STORAGE_STRICT=true``. asyncio code uses
+``await get_async_storage()``, which returns the async twin of the same backend.
 """
 
 from __future__ import annotations
 
-import logging
+import asyncio
 import threading
 from typing import TYPE_CHECKING
 
+from .async_adapters import AsyncInMemoryStorage, AsyncSQLiteStorage
+from .async_base_storage import AsyncThreadStorage
+from .backend_factory import create_async_storage, create_storage
 from .base_storage import ThreadStorage
 from .errors import (
     StorageClosedError,
@@ -33,12 +37,21 @@ from .errors import (
 )
 from .memory_storage import InMemoryStorage
 from .settings import Settings, load_settings
+from .sqlite_storage import SQLiteStorage
 
 if TYPE_CHECKING:
-    from .supabase_storage import SupabaseStorage
+    from .postgres_storage import AsyncPostgresStorage, PostgresStorage
+    from .supabase_storage import AsyncSupabaseStorage, SupabaseStorage
 
 __all__ = [
+    "AsyncInMemoryStorage",
+    "AsyncPostgresStorage",
+    "AsyncSQLiteStorage",
+    "AsyncSupabaseStorage",
+    "AsyncThreadStorage",
     "InMemoryStorage",
+    "PostgresStorage",
+    "SQLiteStorage",
     "Settings",
     "StorageClosedError",
     "StorageConfigurationError",
@@ -50,17 +63,20 @@ __all__ = [
     "StorageValueError",
     "SupabaseStorage",
     "ThreadStorage",
+    "create_async_storage",
     "create_storage",
+    "get_async_storage",
     "get_storage",
     "get_storage_backend",
     "load_settings",
+    "reset_async_storage",
     "reset_storage",
 ]
 
-logger = logging.getLogger(__name__)
-
 _instance: ThreadStorage | None = None
 _instance_lock = threading.Lock()
+_async_instance: AsyncThreadStorage | None = None
+_async_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
 
 
 def get_storage() -> ThreadStorage:
@@ -88,74 +104,51 @@ def reset_storage() -> None:
         storage.close()
 
 
-def create_storage(settings: Settings | None = None) -> ThreadStorage:
-    """Build a new storage from ``settings`` (default: the environment)."""
-    settings = settings or load_settings()
-    if settings.backend == "memory":
-        logger.warning(
-            "conversation threads are kept in process memory "
-            "(CONVERSATION_STORAGE_BACKEND=memory): they are lost when this process restarts"
-        )
-        return _memory(settings)
-    try:
-        storage = _open_persistent(settings)
-    except StorageError as exc:
-        if settings.strict:
-            raise
-        logger.warning(
-            "conversation storage backend %r is unavailable: %s -- falling back to in-memory "
-            "storage: conversation threads will NOT survive a restart of this process "
-            "(set CONVERSATION_STORAGE_STRICT=true to fail instead)",
-            settings.backend,
-            exc,
-        )
-        return _memory(settings)
-    logger.info(
-        "conversation threads are stored persistently in %s (%s)",
-        settings.backend,
-        getattr(storage, "url", ""),
-    )
-    return storage
+async def get_async_storage() -> AsyncThreadStorage:
+    """The process-wide async storage, created from the environment on first use.
+
+    Belongs to the event loop that first created it (its connections do).
+    """
+    global _async_instance
+    storage = _async_instance
+    if storage is not None and not storage.closed:
+        return storage
+    async with _loop_lock():
+        if _async_instance is None or _async_instance.closed:
+            _async_instance = await create_async_storage()
+        return _async_instance
 
 
-def _memory(settings: Settings) -> InMemoryStorage:
-    # Sweep about ten times per conversation lifetime, within sane bounds.
-    interval = min(600.0, max(60.0, settings.ttl_seconds / 10))
-    return InMemoryStorage(sweep_interval_seconds=interval, max_value_bytes=settings.max_value_bytes)
+async def reset_async_storage() -> None:
+    """Close the process-wide async storage; the next call reads the environment again."""
+    global _async_instance
+    storage, _async_instance = _async_instance, None
+    if storage is not None:
+        await storage.close()
 
 
-def _open_persistent(settings: Settings) -> ThreadStorage:
-    from .supabase_storage import SupabaseStorage
+def _loop_lock() -> asyncio.Lock:
+    # An asyncio.Lock serves one event loop; make a new one for a new loop.
+    global _async_lock
+    loop = asyncio.get_running_loop()
+    if _async_lock is None or _async_lock[0] is not loop:
+        _async_lock = (loop, asyncio.Lock())
+    return _async_lock[1]
 
-    missing = [
-        name
-        for name, value in (("SUPABASE_URL", settings.supabase_url), ("SUPABASE_KEY", settings.supabase_key))
-        if not value
-    ]
-    if missing:
-        raise StorageConfigurationError(
-            f"CONVERSATION_STORAGE_BACKEND=supabase needs {' and '.join(missing)} "
-            "(SUPABASE_SERVICE_ROLE_KEY is accepted for SUPABASE_KEY)"
-        )
-    storage = SupabaseStorage(
-        settings.supabase_url,
-        settings.supabase_key,
-        timeout_seconds=settings.request_timeout_seconds,
-        max_value_bytes=settings.max_value_bytes,
-    )
-    try:
-        storage.health()
-    except BaseException:
-        storage.close()
-        raise
-    return storage
+
+_LAZY = {
+    "SupabaseStorage": "supabase_storage",
+    "AsyncSupabaseStorage": "supabase_storage",
+    "PostgresStorage": "postgres_storage",
+    "AsyncPostgresStorage": "postgres_storage",
+}
 
 
 def __getattr__(name: str):
-    # SupabaseStorage is imported on first use: the supabase client is slow to
-    # import and memory-only users never need it.
-    if name == "SupabaseStorage":
-        from .supabase_storage import SupabaseStorage
+    # The Supabase client and psycopg are imported on first use: they are slow
+    # to import and a process needs at most one of them.
+    if name in _LAZY:
+        import importlib
 
-        return SupabaseStorage
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __package__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

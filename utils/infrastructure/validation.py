@@ -11,7 +11,7 @@ import json
 import math
 import re
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -26,6 +26,32 @@ MAX_METADATA_BYTES = 64 * 1024
 _NUL_ESCAPE = re.compile(r"\\u0000")
 # UTF-8 needs at most this many bytes for one code point.
 _MAX_UTF8_BYTES_PER_CHAR = 4
+
+
+class SetArgs(NamedTuple):
+    """The validated arguments of a set, ready for any backend."""
+
+    key: str
+    ttl_seconds: int
+    value: str
+    user_id: str | None
+    metadata: dict[str, Any] | None
+
+
+def validate_set(
+    key: object, ttl: object, value: object, user_id: object, metadata: object, max_value_bytes: int
+) -> SetArgs:
+    """Check every argument of a set; raise on the first bad one."""
+    key = check_key(key)
+    seconds = ttl_to_seconds(ttl)
+    check_value(value, max_value_bytes)
+    return SetArgs(key, seconds, value, check_user_id(user_id), check_metadata(metadata))  # type: ignore[arg-type]
+
+
+def check_batch_size(batch_size: object) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise StorageValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    return batch_size
 
 
 def check_key(key: object) -> str:

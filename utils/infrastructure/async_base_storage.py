@@ -1,0 +1,97 @@
+"""The asyncio twin of :class:`ThreadStorage`: the same contract, awaited.
+
+Validation is the same code as the synchronous interface's, so a value
+refused by one is refused by the other.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from .base_storage import Ttl
+from .errors import StorageClosedError
+from .validation import DEFAULT_MAX_VALUE_BYTES, check_batch_size, check_key, validate_set
+
+
+class AsyncThreadStorage(ABC):
+    """Awaitable key/value storage of JSON conversation threads with a per-key expiry."""
+
+    backend_name: str = ""
+    persistent: bool = False
+
+    def __init__(self, *, max_value_bytes: int | None = None) -> None:
+        self.max_value_bytes = max_value_bytes or DEFAULT_MAX_VALUE_BYTES
+        self._closed = False
+
+    async def set_with_ttl(
+        self,
+        key: str,
+        ttl_seconds: Ttl,
+        value: str,
+        *,
+        user_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        """Store ``value`` under ``key`` for ``ttl_seconds``, replacing value and TTL."""
+        args = validate_set(key, ttl_seconds, value, user_id, metadata, self.max_value_bytes)
+        self._ensure_open()
+        await self._set(*args)
+
+    async def setex(self, key: str, ttl_seconds: Ttl, value: str) -> None:
+        await self.set_with_ttl(key, ttl_seconds, value)
+
+    async def get(self, key: str) -> str | None:
+        key = check_key(key)
+        self._ensure_open()
+        return await self._get(key)
+
+    async def delete(self, key: str) -> bool:
+        key = check_key(key)
+        self._ensure_open()
+        return await self._delete(key)
+
+    async def cleanup_expired(self, batch_size: int = 1000) -> int:
+        batch_size = check_batch_size(batch_size)
+        self._ensure_open()
+        return await self._cleanup_expired(batch_size)
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._close()
+
+    async def shutdown(self) -> None:
+        await self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def __aenter__(self) -> AsyncThreadStorage:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {'closed' if self._closed else 'open'}>"
+
+    def _ensure_open(self) -> None:
+        if self._closed:
+            raise StorageClosedError(f"{type(self).__name__} is closed")
+
+    @abstractmethod
+    async def _set(self, key, ttl_seconds, value, user_id, metadata) -> None: ...
+
+    @abstractmethod
+    async def _get(self, key: str) -> str | None: ...
+
+    @abstractmethod
+    async def _delete(self, key: str) -> bool: ...
+
+    @abstractmethod
+    async def _cleanup_expired(self, batch_size: int) -> int: ...
+
+    async def _close(self) -> None:
+        """Release the backend's resources; called once by :meth:`close`."""

@@ -1,0 +1,179 @@
+"""Building a backend from :class:`Settings`, sync or async, with the memory fallback."""
+
+from __future__ import annotations
+
+import logging
+from typing import Awaitable, Callable
+
+from .async_adapters import AsyncInMemoryStorage, AsyncSQLiteStorage
+from .async_base_storage import AsyncThreadStorage
+from .base_storage import ThreadStorage
+from .errors import StorageConfigurationError, StorageError
+from .memory_storage import InMemoryStorage
+from .settings import Settings, load_settings
+
+logger = logging.getLogger("utils.infrastructure.storage_backend")
+
+
+def create_storage(settings: Settings | None = None) -> ThreadStorage:
+    """Build a new storage from ``settings`` (default: the environment)."""
+    settings = settings or load_settings()
+    if settings.backend == "memory":
+        _warn_memory()
+        return _memory(settings)
+    try:
+        storage = _SYNC_OPENERS[settings.backend](settings)
+        try:
+            storage.health()
+        except BaseException:
+            storage.close()
+            raise
+    except StorageError as exc:
+        if settings.strict:
+            raise
+        _warn_fallback(settings, exc)
+        return _memory(settings)
+    _info_persistent(settings, storage)
+    return storage
+
+
+async def create_async_storage(settings: Settings | None = None) -> AsyncThreadStorage:
+    """The asyncio twin of :func:`create_storage`."""
+    settings = settings or load_settings()
+    if settings.backend == "memory":
+        _warn_memory()
+        return AsyncInMemoryStorage(_memory(settings))
+    try:
+        storage = await _ASYNC_OPENERS[settings.backend](settings)
+        try:
+            await storage.health()
+        except BaseException:
+            await storage.close()
+            raise
+    except StorageError as exc:
+        if settings.strict:
+            raise
+        _warn_fallback(settings, exc)
+        return AsyncInMemoryStorage(_memory(settings))
+    _info_persistent(settings, storage)
+    return storage
+
+
+def _memory(settings: Settings) -> InMemoryStorage:
+    # Sweep about ten times per conversation lifetime, within sane bounds.
+    interval = min(600.0, max(60.0, settings.ttl_seconds / 10))
+    return InMemoryStorage(sweep_interval_seconds=interval, max_value_bytes=settings.max_value_bytes)
+
+
+def _warn_memory() -> None:
+    logger.warning(
+        "conversation threads are kept in process memory "
+        "(CONVERSATION_STORAGE_BACKEND=memory): they are lost when this process restarts"
+    )
+
+
+def _warn_fallback(settings: Settings, exc: StorageError) -> None:
+    logger.warning(
+        "conversation storage backend %r is unavailable: %s -- falling back to in-memory "
+        "storage: conversation threads will NOT survive a restart of this process "
+        "(set CONVERSATION_STORAGE_STRICT=true to fail instead)",
+        settings.backend,
+        exc,
+    )
+
+
+def _info_persistent(settings: Settings, storage: object) -> None:
+    logger.info(
+        "conversation threads are stored persistently in %s (%s)", settings.backend, getattr(storage, "url", "")
+    )
+
+
+def _require(settings: Settings, *names_values: tuple[str, str | None]) -> None:
+    missing = [name for name, value in names_values if not value]
+    if missing:
+        raise StorageConfigurationError(
+            f"CONVERSATION_STORAGE_BACKEND={settings.backend} needs {' and '.join(missing)}"
+        )
+
+
+def _supabase_args(settings: Settings) -> tuple[tuple[str, str], dict]:
+    _require(settings, ("SUPABASE_URL", settings.supabase_url), ("SUPABASE_KEY (or SUPABASE_SERVICE_ROLE_KEY)", settings.supabase_key))
+    return (settings.supabase_url, settings.supabase_key), {  # type: ignore[return-value]
+        "timeout_seconds": settings.request_timeout_seconds,
+        "max_value_bytes": settings.max_value_bytes,
+    }
+
+
+def _postgres_args(settings: Settings) -> tuple[tuple[str], dict]:
+    _require(settings, ("DATABASE_URL (or SUPABASE_DB_URL)", settings.database_url))
+    if settings.postgres_pool_min > settings.postgres_pool_max:
+        raise StorageConfigurationError(
+            "CONVERSATION_POSTGRES_POOL_MIN must not be larger than CONVERSATION_POSTGRES_POOL_MAX"
+        )
+    return (settings.database_url,), {  # type: ignore[return-value]
+        "min_size": settings.postgres_pool_min,
+        "max_size": settings.postgres_pool_max,
+        "connect_timeout": min(settings.request_timeout_seconds, 5.0),
+        "statement_timeout": settings.request_timeout_seconds,
+        "transaction_pooler": settings.transaction_pooler,
+        "max_value_bytes": settings.max_value_bytes,
+    }
+
+
+def _sqlite_args(settings: Settings) -> tuple[tuple, dict]:
+    return (settings.sqlite_path,), {
+        "synchronous": settings.sqlite_synchronous,
+        "max_value_bytes": settings.max_value_bytes,
+    }
+
+
+def _open_supabase(settings: Settings) -> ThreadStorage:
+    from .supabase_storage import SupabaseStorage  # the client is slow to import: only when used
+
+    args, kwargs = _supabase_args(settings)
+    return SupabaseStorage(*args, **kwargs)
+
+
+def _open_postgres(settings: Settings) -> ThreadStorage:
+    from .postgres_storage import PostgresStorage
+
+    args, kwargs = _postgres_args(settings)
+    return PostgresStorage(*args, **kwargs)
+
+
+def _open_sqlite(settings: Settings) -> ThreadStorage:
+    from .sqlite_storage import SQLiteStorage
+
+    args, kwargs = _sqlite_args(settings)
+    return SQLiteStorage(*args, **kwargs)
+
+
+async def _open_async_supabase(settings: Settings) -> AsyncThreadStorage:
+    from .supabase_storage import AsyncSupabaseStorage
+
+    args, kwargs = _supabase_args(settings)
+    return await AsyncSupabaseStorage.create(*args, **kwargs)
+
+
+async def _open_async_postgres(settings: Settings) -> AsyncThreadStorage:
+    from .postgres_storage import AsyncPostgresStorage
+
+    args, kwargs = _postgres_args(settings)
+    return await AsyncPostgresStorage.create(*args, **kwargs)
+
+
+async def _open_async_sqlite(settings: Settings) -> AsyncThreadStorage:
+    args, kwargs = _sqlite_args(settings)
+    return await AsyncSQLiteStorage.create(*args, **kwargs)
+
+
+_SYNC_OPENERS: dict[str, Callable[[Settings], ThreadStorage]] = {
+    "supabase": _open_supabase,
+    "postgres": _open_postgres,
+    "sqlite": _open_sqlite,
+}
+_ASYNC_OPENERS: dict[str, Callable[[Settings], Awaitable[AsyncThreadStorage]]] = {
+    "supabase": _open_async_supabase,
+    "postgres": _open_async_postgres,
+    "sqlite": _open_async_sqlite,
+}

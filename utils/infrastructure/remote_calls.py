@@ -1,0 +1,108 @@
+"""The storage operations as calls of the SQL functions in ``sql/``.
+
+Each operation is one function call; the Supabase and Postgres transports,
+sync and async, only carry a :class:`Call` and hand back its raw result.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any, Callable, NamedTuple
+
+from .async_base_storage import AsyncThreadStorage
+from .base_storage import ThreadStorage
+from .errors import StorageSchemaError
+from .schema import check_health
+
+
+class Call(NamedTuple):
+    function: str
+    params: dict[str, Any]
+    decode: Callable[[Any], Any]
+
+
+def _text_or_none(value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise StorageSchemaError(
+            f"thread_get returned {type(value).__name__}, not JSON text: "
+            "the database has an unexpected thread_get(); apply the files of sql/ again"
+        )
+    return value
+
+
+def set_call(key: str, ttl_seconds: int, value: str, user_id: str | None, metadata: dict | None) -> Call:
+    params: dict[str, Any] = {"p_thread_id": key, "p_data": value, "p_ttl_seconds": ttl_seconds}
+    if user_id is not None:
+        params["p_user_id"] = user_id
+    if metadata is not None:
+        params["p_metadata"] = metadata
+    return Call("thread_set", params, lambda _: None)
+
+
+def get_call(key: str) -> Call:
+    return Call("thread_get", {"p_thread_id": key}, _text_or_none)
+
+
+def delete_call(key: str) -> Call:
+    return Call("thread_delete", {"p_thread_id": key}, bool)
+
+
+def cleanup_call(batch_size: int) -> Call:
+    return Call("cleanup_expired_threads", {"p_batch_size": batch_size}, int)
+
+
+HEALTH_CALL = Call("storage_health", {}, check_health)
+
+
+class RemoteFunctionStorage(ThreadStorage):
+    """A backend whose every operation is one call of a SQL function."""
+
+    def health(self) -> dict[str, Any]:
+        """Check reachability, role and schema version; return the server's report."""
+        self._ensure_open()
+        return self._invoke(HEALTH_CALL)
+
+    def _set(self, key, ttl_seconds, value, user_id, metadata) -> None:
+        self._invoke(set_call(key, ttl_seconds, value, user_id, metadata))
+
+    def _get(self, key: str) -> str | None:
+        return self._invoke(get_call(key))
+
+    def _delete(self, key: str) -> bool:
+        return self._invoke(delete_call(key))
+
+    def _cleanup_expired(self, batch_size: int) -> int:
+        return self._invoke(cleanup_call(batch_size))
+
+    def _invoke(self, call: Call) -> Any:
+        return call.decode(self._call(call.function, call.params))
+
+    @abstractmethod
+    def _call(self, function: str, params: dict[str, Any]) -> Any:
+        """Run one SQL function with named arguments; return its JSON-decoded result."""
+
+
+class AsyncRemoteFunctionStorage(AsyncThreadStorage):
+    """The asyncio twin of :class:`RemoteFunctionStorage`."""
+
+    async def health(self) -> dict[str, Any]:
+        self._ensure_open()
+        return await self._invoke(HEALTH_CALL)
+
+    async def _set(self, key, ttl_seconds, value, user_id, metadata) -> None:
+        await self._invoke(set_call(key, ttl_seconds, value, user_id, metadata))
+
+    async def _get(self, key: str) -> str | None:
+        return await self._invoke(get_call(key))
+
+    async def _delete(self, key: str) -> bool:
+        return await self._invoke(delete_call(key))
+
+    async def _cleanup_expired(self, batch_size: int) -> int:
+        return await self._invoke(cleanup_call(batch_size))
+
+    async def _invoke(self, call: Call) -> Any:
+        return call.decode(await self._call(call.function, call.params))
+
+    @abstractmethod
+    async def _call(self, function: str, params: dict[str, Any]) -> Any: ...

@@ -1,0 +1,44 @@
+"""One mapping from Postgres / PostgREST error codes to the library's errors.
+
+Used by every transport that reaches the SQL functions (Supabase's HTTP API,
+psycopg), so the same failure raises the same error type whichever way it
+arrived, and the message says how to fix it.
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    StorageError,
+    StoragePermissionError,
+    StorageSchemaError,
+    StorageUnavailableError,
+    StorageValueError,
+)
+from .schema import SCHEMA_VERSION
+
+_PERMISSION_CODES = {"42501", "401", "403", "PGRST300", "PGRST301", "PGRST302", "PGRST303"}
+_SCHEMA_CODES = {"PGRST202", "PGRST203", "PGRST205", "42883", "42P01", "404"}
+_UNAVAILABLE_CODES = {"502", "503", "504", "520", "PGRST000", "PGRST001", "PGRST002"}
+
+
+def error_for_code(code: str | None, message: str | None, *, operation: str, where: str) -> StorageError:
+    """The library error for a failed ``operation`` (a SQL function) at ``where``."""
+    code = str(code or "")
+    detail = f"{message or 'error'} (code {code or 'none'})"
+    if code in _PERMISSION_CODES or code.startswith("28") or (not code and "api key" in detail.lower()):
+        return StoragePermissionError(
+            f"{where} refused {operation}: {detail}. Use the service-role key (secret key, "
+            "sb_secret_...) for Supabase, or the table owner's connection for Postgres: the "
+            "anon/publishable key and user tokens cannot reach conversation_threads."
+        )
+    if code in _SCHEMA_CODES:
+        return StorageSchemaError(
+            f"{where} has no usable {operation}(): {detail}. Apply the files of sql/ in order "
+            f"(schema version {SCHEMA_VERSION}) in the SQL editor or with psql; on Supabase also "
+            "reload PostgREST's schema cache (NOTIFY pgrst, 'reload schema')."
+        )
+    if code.startswith(("08", "53", "57")) or code in _UNAVAILABLE_CODES:
+        return StorageUnavailableError(f"{where} could not run {operation}: {detail}")
+    if code.startswith("22"):
+        return StorageValueError(f"{where} rejected the arguments of {operation}: {detail}")
+    return StorageError(f"{where} failed to run {operation}: {detail}")
