@@ -161,3 +161,52 @@ def test_max_value_bytes_comes_from_the_environment(clean_env):
 def test_module_exports_the_public_names():
     for name in storage_backend.__all__:
         assert getattr(storage_backend, name) is not None
+
+
+def test_postgres_is_used_with_database_url(clean_env, postgres_dsn, caplog):
+    clean_env.setenv("CONVERSATION_STORAGE_BACKEND", "postgres")
+    clean_env.setenv("SUPABASE_DB_URL", postgres_dsn)  # accepted for DATABASE_URL
+    with caplog.at_level(logging.INFO):
+        storage = get_storage()
+    from utils.infrastructure.postgres_storage import PostgresStorage
+
+    assert isinstance(storage, PostgresStorage)
+    assert "persistently in postgres" in caplog.text
+
+
+def test_pooler_mode_can_be_forced_from_the_environment(clean_env, postgres_dsn):
+    clean_env.setenv("CONVERSATION_STORAGE_BACKEND", "postgres")
+    clean_env.setenv("DATABASE_URL", postgres_dsn)
+    clean_env.setenv("CONVERSATION_POSTGRES_TRANSACTION_POOLER", "true")
+    assert get_storage().transaction_pooler is True
+
+
+def test_sqlite_is_used_at_the_configured_path(clean_env, tmp_path):
+    clean_env.setenv("CONVERSATION_STORAGE_BACKEND", "sqlite")
+    clean_env.setenv("CONVERSATION_SQLITE_PATH", str(tmp_path / "deep" / "threads.db"))
+    storage = get_storage()
+    storage.setex("thread:file", 60, "{}")
+    assert (tmp_path / "deep" / "threads.db").exists()
+
+
+def test_unreachable_postgres_falls_back(clean_env, caplog):
+    clean_env.setenv("CONVERSATION_STORAGE_BACKEND", "postgres")
+    clean_env.setenv("DATABASE_URL", f"postgresql://postgres:x@127.0.0.1:{free_port()}/postgres")
+    clean_env.setenv("CONVERSATION_STORAGE_TIMEOUT_SECONDS", "1")
+    with caplog.at_level(logging.WARNING):
+        assert isinstance(get_storage(), InMemoryStorage)
+    assert "'postgres' is unavailable" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("CONVERSATION_POSTGRES_TRANSACTION_POOLER", "sometimes"),
+        ("CONVERSATION_POSTGRES_POOL_MAX", "ten"),
+        ("CONVERSATION_SQLITE_SYNCHRONOUS", "off"),
+    ],
+)
+def test_bad_backend_options_raise(clean_env, name, value):
+    clean_env.setenv(name, value)
+    with pytest.raises(StorageConfigurationError, match=name):
+        get_storage()

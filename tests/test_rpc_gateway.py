@@ -188,7 +188,7 @@ def scratch_count(stack, v: str) -> int:
 
 def test_scalar_is_bare_json_with_200(rpc):
     resp = rpc("gw_test_add", {"a": 2, "b": 3})
-    assert resp.status_code == 200
+    assert resp.status_code == 200, resp.text
     assert resp.headers["content-type"] == JSON_CONTENT_TYPE
     assert resp.json() == 5
     assert resp.content.strip() == b"5"

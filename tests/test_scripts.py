@@ -41,8 +41,17 @@ def test_smoke_test_fails_when_supabase_is_unreachable():
     assert "FAIL  backend is supabase" in result.stdout
 
 
-def test_demo_runs_without_any_server():
+def test_demo_shows_a_thread_outliving_its_process_without_any_server():
     result = _run(PROJECT_ROOT / "scripts" / "demo.py", {})
     assert result.returncode == 0, result.stderr
-    assert "read back 2 turns" in result.stdout
-    assert "deleted  True; read back None" in result.stdout
+    assert "written by another process; added turn 2" in result.stdout
+    assert "read 2 turns: Review my diff / Two threads append without a lock." in result.stdout
+    assert "deleted: True; read back: None" in result.stdout
+    pids = {line.split("]")[0] for line in result.stdout.splitlines() if line.startswith("[process")}
+    assert len(pids) == 3, "each step runs in a process of its own"
+
+
+def test_demo_on_memory_shows_the_thread_lost():
+    result = _run(PROJECT_ROOT / "scripts" / "demo.py", {"CONVERSATION_STORAGE_BACKEND": "memory"})
+    assert result.returncode == 1
+    assert "does not survive a restart" in result.stdout

@@ -144,9 +144,11 @@ class RpcGateway:
         self._pool = ConnectionPool(
             dsn, min_size=1, max_size=pool_size, timeout=pool_timeout, open=False,
             kwargs={"autocommit": False},
+            # Like PostgREST, recover from a database restart instead of
+            # failing once per pooled connection that the restart broke.
+            check=ConnectionPool.check_connection,
         )
-        self._server = ThreadingHTTPServer((host, port), _Handler)
-        self._server.daemon_threads = True
+        self._server = _Server((host, port), _Handler)
         self._server.gateway = self  # type: ignore[attr-defined]
         self._thread: threading.Thread | None = None
         self._role_settings: dict[str, list[tuple[str, str]]] = {}
@@ -395,6 +397,12 @@ class RpcGateway:
                 name, _, value = item.partition("=")
                 settings.setdefault(role, []).append((name, value))
         return settings
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # The default backlog of 5 resets connections under a burst of clients.
+    request_queue_size = 128
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -115,7 +115,11 @@ class SQLiteStorage(ThreadStorage):
         except OSError as exc:
             raise StorageUnavailableError(f"cannot create the directory of {self.path}: {exc}") from exc
         with self._translated_errors("open"):
-            self._connection().executescript(_SCHEMA)
+            conn = self._connection()
+            # Only a new file needs the DDL; skipping it otherwise means opening
+            # takes no write lock, so it succeeds while another process writes.
+            if conn.execute("pragma user_version").fetchone()[0] < SCHEMA_VERSION:
+                conn.executescript(_SCHEMA)
 
     def health(self) -> dict[str, Any]:
         self._ensure_open()
