@@ -9,6 +9,7 @@ threads (or tasks) run concurrently, up to the pool's size.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Iterator
 
@@ -88,42 +89,58 @@ def _where(dsn: str) -> str:
     return f"Postgres at {info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
 
 
+@dataclass(frozen=True)
+class PoolOptions:
+    """How to reach the database; the same for the sync and the async pool."""
+
+    dsn: str
+    min_size: int = 1
+    max_size: int = 10
+    connect_timeout: float = 5.0
+    statement_timeout: float = 10.0
+    #: None: decide from the port (6543 is Supabase's transaction pooler).
+    transaction_pooler: bool | None = None
+
+    @property
+    def behind_transaction_pooler(self) -> bool:
+        if self.transaction_pooler is None:
+            return uses_transaction_pooler(self.dsn)
+        return self.transaction_pooler
+
+    def pool_arguments(self) -> dict[str, Any]:
+        return {
+            "conninfo": self.dsn,
+            "min_size": self.min_size,
+            "max_size": self.max_size,
+            # A call waits at most this long for a connection, so an
+            # unreachable server fails calls quickly rather than startup.
+            "timeout": self.connect_timeout,
+            "kwargs": connection_kwargs(
+                transaction_pooler=self.behind_transaction_pooler,
+                connect_timeout=self.connect_timeout,
+                statement_timeout=self.statement_timeout,
+            ),
+            "open": False,
+            "name": APPLICATION_NAME,
+        }
+
+
 class PostgresStorage(RemoteFunctionStorage):
-    """Storage in ``public.conversation_threads`` through a psycopg connection pool."""
+    """Storage in ``public.conversation_threads`` through a psycopg connection pool.
+
+    ``options`` are the fields of :class:`PoolOptions` after the DSN.
+    """
 
     backend_name = "postgres"
     persistent = True
 
-    def __init__(
-        self,
-        dsn: str,
-        *,
-        min_size: int = 1,
-        max_size: int = 10,
-        connect_timeout: float = 5.0,
-        statement_timeout: float = 10.0,
-        transaction_pooler: bool | None = None,
-        max_value_bytes: int | None = None,
-    ) -> None:
+    def __init__(self, dsn: str, *, max_value_bytes: int | None = None, **options: Any) -> None:
         super().__init__(max_value_bytes=max_value_bytes)
-        self.transaction_pooler = uses_transaction_pooler(dsn) if transaction_pooler is None else transaction_pooler
+        pool_options = PoolOptions(dsn, **options)
+        self.transaction_pooler = pool_options.behind_transaction_pooler
         self.url = _where(dsn)
-        self._pool = ConnectionPool(
-            dsn,
-            min_size=min_size,
-            max_size=max_size,
-            timeout=connect_timeout,
-            kwargs=connection_kwargs(
-                transaction_pooler=self.transaction_pooler,
-                connect_timeout=connect_timeout,
-                statement_timeout=statement_timeout,
-            ),
-            open=False,
-            name=APPLICATION_NAME,
-        )
-        # Connections are made in the background; a call waits for one at most
-        # connect_timeout, so an unreachable server fails calls, not startup.
-        self._pool.open(wait=False)
+        self._pool = ConnectionPool(**pool_options.pool_arguments())
+        self._pool.open(wait=False)  # connect in the background
 
     def _call(self, function: str, params: dict[str, Any]) -> Any:
         statement, adapted = _statement_and_params(function, params)
@@ -143,38 +160,18 @@ class AsyncPostgresStorage(AsyncRemoteFunctionStorage):
     backend_name = "postgres"
     persistent = True
 
-    def __init__(self, pool: AsyncConnectionPool, url: str, transaction_pooler: bool, *, max_value_bytes=None):
+    def __init__(self, pool_options: PoolOptions, pool: AsyncConnectionPool, *, max_value_bytes=None):
         super().__init__(max_value_bytes=max_value_bytes)
         self._pool = pool
-        self.url = url
-        self.transaction_pooler = transaction_pooler
+        self.url = _where(pool_options.dsn)
+        self.transaction_pooler = pool_options.behind_transaction_pooler
 
     @classmethod
-    async def create(
-        cls,
-        dsn: str,
-        *,
-        min_size: int = 1,
-        max_size: int = 10,
-        connect_timeout: float = 5.0,
-        statement_timeout: float = 10.0,
-        transaction_pooler: bool | None = None,
-        max_value_bytes: int | None = None,
-    ) -> AsyncPostgresStorage:
-        pooler = uses_transaction_pooler(dsn) if transaction_pooler is None else transaction_pooler
-        pool = AsyncConnectionPool(
-            dsn,
-            min_size=min_size,
-            max_size=max_size,
-            timeout=connect_timeout,
-            kwargs=connection_kwargs(
-                transaction_pooler=pooler, connect_timeout=connect_timeout, statement_timeout=statement_timeout
-            ),
-            open=False,
-            name=APPLICATION_NAME,
-        )
-        await pool.open(wait=False)
-        return cls(pool, _where(dsn), pooler, max_value_bytes=max_value_bytes)
+    async def create(cls, dsn: str, *, max_value_bytes: int | None = None, **options: Any) -> AsyncPostgresStorage:
+        pool_options = PoolOptions(dsn, **options)
+        pool = AsyncConnectionPool(**pool_options.pool_arguments())
+        await pool.open(wait=False)  # connect in the background
+        return cls(pool_options, pool, max_value_bytes=max_value_bytes)
 
     async def _call(self, function: str, params: dict[str, Any]) -> Any:
         statement, adapted = _statement_and_params(function, params)
