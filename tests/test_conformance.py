@@ -270,3 +270,106 @@ def test_bad_user_id_or_metadata_is_refused(backend, kwargs, expected):
     _assert_nothing_stored(
         backend, lambda: backend.storage.set_with_ttl("thread:keep", 60, '{"new": 1}', **kwargs), expected
     )
+
+
+# -- listing, touch, per-user erase, statistics --------------------------------
+
+
+def test_list_threads_reports_live_threads_most_recently_accessed_first(backend):
+    storage = backend.storage
+    storage.set_with_ttl("thread:old", 60, '{"n": 1}', user_id="alice", metadata={"tool": "chat"})
+    backend.advance(0.02)
+    storage.set_with_ttl("thread:new", 60, '{"n": 22}', user_id="bob")
+    storage.setex("thread:expiring", 1, "{}")
+    backend.advance(1.2)
+    storage.touch("thread:old", 60)  # now the most recently accessed
+
+    listed = storage.list_threads()
+    assert [t.key for t in listed] == ["thread:old", "thread:new"]
+    old = listed[0]
+    assert old.user_id == "alice"
+    assert old.metadata == {"tool": "chat"}
+    assert old.size_bytes == len(storage.get("thread:old").encode())
+    assert old.created_at <= old.accessed_at < old.expires_at
+    assert 55 < (old.expires_at - old.accessed_at).total_seconds() <= 60.5
+
+
+def test_list_threads_filters_by_user_and_limits(backend):
+    for i in range(3):
+        backend.storage.set_with_ttl(f"thread:a{i}", 60, "{}", user_id="alice")
+    backend.storage.set_with_ttl("thread:b", 60, "{}", user_id="bob")
+    assert sorted(t.key for t in backend.storage.list_threads(user_id="alice")) == [
+        "thread:a0", "thread:a1", "thread:a2"
+    ]
+    assert [t.key for t in backend.storage.list_threads(user_id="bob")] == ["thread:b"]
+    assert len(backend.storage.list_threads(limit=2)) == 2
+    assert backend.storage.list_threads(limit=0) == []
+    assert backend.storage.list_threads(user_id="nobody") == []
+
+
+def test_touch_extends_a_live_thread_without_rewriting_it(backend):
+    backend.storage.setex("thread:touched", 1, '{"kept": 1}')
+    assert backend.storage.touch("thread:touched", 60) is True
+    backend.advance(1.2)
+    assert json.loads(backend.storage.get("thread:touched")) == {"kept": 1}
+
+
+def test_touch_of_missing_or_expired_thread_is_false(backend):
+    assert backend.storage.touch("thread:never", 60) is False
+    backend.storage.setex("thread:gone", 1, "{}")
+    backend.advance(1.2)
+    assert backend.storage.touch("thread:gone", 60) is False
+    assert backend.storage.get("thread:gone") is None
+
+
+def test_touch_can_shorten_the_lifetime(backend):
+    backend.storage.setex("thread:short", 60, "{}")
+    assert backend.storage.touch("thread:short", timedelta(seconds=1)) is True
+    backend.advance(1.2)
+    assert backend.storage.get("thread:short") is None
+
+
+def test_delete_user_threads_erases_every_thread_of_that_user_only(backend):
+    backend.storage.set_with_ttl("thread:a-expired", 1, "{}", user_id="alice")
+    backend.advance(1.2)
+    backend.storage.set_with_ttl("thread:a1", 60, "{}", user_id="alice")
+    backend.storage.set_with_ttl("thread:a2", 60, "{}", user_id="alice")
+    backend.storage.set_with_ttl("thread:b", 60, "{}", user_id="bob")
+    backend.storage.setex("thread:nobody", 60, "{}")
+    assert backend.storage.delete_user_threads("alice") == 3
+    assert backend.storage.get("thread:a1") is None
+    assert backend.storage.list_threads(user_id="alice") == []
+    assert backend.storage.get("thread:b") == "{}"
+    assert backend.storage.get("thread:nobody") == "{}"
+    assert backend.storage.delete_user_threads("alice") == 0
+
+
+def test_stats_count_live_and_expired_entries(backend):
+    backend.storage.setex("thread:gone", 1, '{"x": 1}')
+    backend.advance(1.2)
+    backend.storage.setex("thread:live1", 60, '{"y": 2}')
+    backend.storage.setex("thread:live2", 60, "[]")
+    stats = backend.storage.stats()
+    live_bytes = len(backend.storage.get("thread:live1")) + len(backend.storage.get("thread:live2"))
+    assert stats["live"] == 2
+    assert stats["expired"] == 1
+    assert stats["live_bytes"] == live_bytes
+    assert stats["total_bytes"] > live_bytes
+
+
+@pytest.mark.parametrize(
+    ("call", "expected"),
+    [
+        (lambda s: s.list_threads(limit=-1), ValueError),
+        (lambda s: s.list_threads(limit="5"), ValueError),
+        (lambda s: s.list_threads(user_id=7), TypeError),
+        (lambda s: s.touch("thread:keep", 0), ValueError),
+        (lambda s: s.touch("", 60), ValueError),
+        (lambda s: s.delete_user_threads(None), TypeError),
+        (lambda s: s.delete_user_threads(""), ValueError),
+        (lambda s: s.cleanup_expired(batch_size=0), ValueError),
+    ],
+    ids=["negative limit", "str limit", "int user", "zero ttl", "empty key", "None user", "empty user", "zero batch"],
+)
+def test_bad_arguments_of_the_other_operations_are_refused(backend, call, expected):
+    _assert_nothing_stored(backend, lambda: call(backend.storage), expected)

@@ -6,7 +6,10 @@ import pytest
 
 from tests.support.database import apply_sql, prepare_supabase_database
 
-FUNCTIONS = ["thread_set", "thread_get", "thread_delete", "cleanup_expired_threads", "storage_health"]
+FUNCTIONS = [
+    "thread_set", "thread_get", "thread_delete", "cleanup_expired_threads", "storage_health",
+    "thread_list", "thread_touch", "delete_user_threads", "thread_stats",
+]
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,10 @@ class EventLoopThread:
 class SyncFacade:
     """The synchronous interface, answered by an :class:`AsyncThreadStorage`."""
 
-    _METHODS = ("set_with_ttl", "setex", "get", "delete", "cleanup_expired", "close", "shutdown", "health")
+    _METHODS = (
+        "set_with_ttl", "setex", "get", "delete", "cleanup_expired", "close", "shutdown", "health",
+        "list_threads", "touch", "delete_user_threads", "stats",
+    )
 
     def __init__(self, storage, runner: EventLoopThread) -> None:
         self.async_storage = storage

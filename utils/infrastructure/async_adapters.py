@@ -51,6 +51,18 @@ class _AsyncAdapter(AsyncThreadStorage):
     async def _cleanup_expired(self, batch_size: int) -> int:
         return await self._run(self.sync_storage._cleanup_expired, batch_size)
 
+    async def _list_threads(self, user_id, limit):
+        return await self._run(self.sync_storage._list_threads, user_id, limit)
+
+    async def _touch(self, key: str, ttl_seconds: int) -> bool:
+        return await self._run(self.sync_storage._touch, key, ttl_seconds)
+
+    async def _delete_user_threads(self, user_id: str) -> int:
+        return await self._run(self.sync_storage._delete_user_threads, user_id)
+
+    async def _stats(self) -> dict[str, int]:
+        return await self._run(self.sync_storage._stats)
+
     async def _close(self) -> None:
         await self._run(self.sync_storage.close)
 

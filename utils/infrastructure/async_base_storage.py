@@ -10,8 +10,16 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 from .base_storage import Ttl
-from .errors import StorageClosedError
-from .validation import DEFAULT_MAX_VALUE_BYTES, check_batch_size, check_key, validate_set
+from .errors import StorageClosedError, StorageTypeError
+from .thread_info import ThreadInfo, check_limit
+from .validation import (
+    DEFAULT_MAX_VALUE_BYTES,
+    check_batch_size,
+    check_key,
+    check_user_id,
+    ttl_to_seconds,
+    validate_set,
+)
 
 
 class AsyncThreadStorage(ABC):
@@ -56,6 +64,29 @@ class AsyncThreadStorage(ABC):
         self._ensure_open()
         return await self._cleanup_expired(batch_size)
 
+    async def list_threads(self, user_id: str | None = None, limit: int = 50) -> list[ThreadInfo]:
+        user_id = check_user_id(user_id)
+        limit = check_limit(limit)
+        self._ensure_open()
+        return await self._list_threads(user_id, limit)
+
+    async def touch(self, key: str, ttl_seconds: Ttl) -> bool:
+        key = check_key(key)
+        seconds = ttl_to_seconds(ttl_seconds)
+        self._ensure_open()
+        return await self._touch(key, seconds)
+
+    async def delete_user_threads(self, user_id: str) -> int:
+        if user_id is None:
+            raise StorageTypeError("user_id must be a str")
+        user_id = check_user_id(user_id)
+        self._ensure_open()
+        return await self._delete_user_threads(user_id)
+
+    async def stats(self) -> dict[str, int]:
+        self._ensure_open()
+        return await self._stats()
+
     async def close(self) -> None:
         if not self._closed:
             self._closed = True
@@ -92,6 +123,18 @@ class AsyncThreadStorage(ABC):
 
     @abstractmethod
     async def _cleanup_expired(self, batch_size: int) -> int: ...
+
+    @abstractmethod
+    async def _list_threads(self, user_id: str | None, limit: int) -> list[ThreadInfo]: ...
+
+    @abstractmethod
+    async def _touch(self, key: str, ttl_seconds: int) -> bool: ...
+
+    @abstractmethod
+    async def _delete_user_threads(self, user_id: str) -> int: ...
+
+    @abstractmethod
+    async def _stats(self) -> dict[str, int]: ...
 
     async def _close(self) -> None:
         """Release the backend's resources; called once by :meth:`close`."""

@@ -7,8 +7,16 @@ from abc import ABC, abstractmethod
 from datetime import timedelta
 from typing import Any
 
-from .errors import StorageClosedError
-from .validation import DEFAULT_MAX_VALUE_BYTES, check_batch_size, check_key, validate_set
+from .errors import StorageClosedError, StorageTypeError
+from .thread_info import ThreadInfo, check_limit
+from .validation import (
+    DEFAULT_MAX_VALUE_BYTES,
+    check_batch_size,
+    check_key,
+    check_user_id,
+    ttl_to_seconds,
+    validate_set,
+)
 
 Ttl = int | timedelta
 
@@ -74,6 +82,33 @@ class ThreadStorage(ABC):
         self._ensure_open()
         return self._cleanup_expired(batch_size)
 
+    def list_threads(self, user_id: str | None = None, limit: int = 50) -> list[ThreadInfo]:
+        """Live threads (of ``user_id``, if given), most recently accessed first."""
+        user_id = check_user_id(user_id)
+        limit = check_limit(limit)
+        self._ensure_open()
+        return self._list_threads(user_id, limit)
+
+    def touch(self, key: str, ttl_seconds: Ttl) -> bool:
+        """Give a live thread a new lifetime without rewriting it; False if none is live."""
+        key = check_key(key)
+        seconds = ttl_to_seconds(ttl_seconds)
+        self._ensure_open()
+        return self._touch(key, seconds)
+
+    def delete_user_threads(self, user_id: str) -> int:
+        """Erase every thread of ``user_id``, expired ones included; return how many."""
+        if user_id is None:
+            raise StorageTypeError("user_id must be a str")
+        user_id = check_user_id(user_id)
+        self._ensure_open()
+        return self._delete_user_threads(user_id)
+
+    def stats(self) -> dict[str, int]:
+        """Counts of live and expired entries and their sizes in bytes."""
+        self._ensure_open()
+        return self._stats()
+
     def close(self) -> None:
         """Release connections and threads. Safe to call more than once."""
         if not self._closed.is_set():
@@ -122,6 +157,18 @@ class ThreadStorage(ABC):
 
     @abstractmethod
     def _cleanup_expired(self, batch_size: int) -> int: ...
+
+    @abstractmethod
+    def _list_threads(self, user_id: str | None, limit: int) -> list[ThreadInfo]: ...
+
+    @abstractmethod
+    def _touch(self, key: str, ttl_seconds: int) -> bool: ...
+
+    @abstractmethod
+    def _delete_user_threads(self, user_id: str) -> int: ...
+
+    @abstractmethod
+    def _stats(self) -> dict[str, int]: ...
 
     def _close(self) -> None:
         """Release the backend's resources; called once by :meth:`close`."""

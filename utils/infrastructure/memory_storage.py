@@ -8,10 +8,13 @@ import time
 from typing import Any, NamedTuple
 
 from .base_storage import ThreadStorage
+from .thread_info import ThreadInfo, from_unix
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_SWEEP_INTERVAL_SECONDS = 60.0
+# As in thread_get(): reads refresh accessed_at at most this often.
+ACCESS_REFRESH_SECONDS = 60
 
 
 class _Entry(NamedTuple):
@@ -20,6 +23,7 @@ class _Entry(NamedTuple):
     user_id: str | None
     metadata: dict[str, Any]
     created_at: float  # time.time(), for reporting only
+    accessed_at: float  # time.time(), refreshed at most once a minute
 
 
 class InMemoryStorage(ThreadStorage):
@@ -56,15 +60,72 @@ class InMemoryStorage(ThreadStorage):
                 metadata = old.metadata if metadata is None else metadata
             else:
                 created_at = time.time()
-            self._entries[key] = _Entry(value, now + ttl_seconds, user_id, metadata or {}, created_at)
+            self._entries[key] = _Entry(
+                value, now + ttl_seconds, user_id, metadata or {}, created_at, time.time()
+            )
             if self._sweeper is None:
                 self._start_sweeper()
 
     def _get(self, key: str) -> str | None:
         entry = self._entries.get(key)
         if entry is not None and entry.expires_at > time.monotonic():
+            if entry.accessed_at < time.time() - ACCESS_REFRESH_SECONDS:
+                self._refresh_access(key, entry)
             return entry.value
         return None
+
+    def _refresh_access(self, key: str, seen: _Entry) -> None:
+        with self._lock:
+            if self._entries.get(key) is seen:  # unless a writer replaced it meanwhile
+                self._entries[key] = seen._replace(accessed_at=time.time())
+
+    def _live_items(self) -> list[tuple[str, _Entry]]:
+        now = time.monotonic()
+        return [(k, e) for k, e in list(self._entries.items()) if e.expires_at > now]
+
+    def _list_threads(self, user_id: str | None, limit: int) -> list[ThreadInfo]:
+        live = [(k, e) for k, e in self._live_items() if user_id is None or e.user_id == user_id]
+        live.sort(key=lambda item: (-item[1].accessed_at, item[0]))
+        offset = time.time() - time.monotonic()
+        return [
+            ThreadInfo(
+                key=k,
+                user_id=e.user_id,
+                created_at=from_unix(e.created_at),
+                accessed_at=from_unix(e.accessed_at),
+                expires_at=from_unix(e.expires_at + offset),
+                size_bytes=len(e.value.encode()),
+                metadata=e.metadata,
+            )
+            for k, e in live[:limit]
+        ]
+
+    def _touch(self, key: str, ttl_seconds: int) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry.expires_at <= now:
+                return False
+            self._entries[key] = entry._replace(expires_at=now + ttl_seconds, accessed_at=time.time())
+            return True
+
+    def _delete_user_threads(self, user_id: str) -> int:
+        with self._lock:
+            doomed = [k for k, e in self._entries.items() if e.user_id == user_id]
+            for key in doomed:
+                del self._entries[key]
+        return len(doomed)
+
+    def _stats(self) -> dict[str, int]:
+        now = time.monotonic()
+        entries = list(self._entries.values())
+        live = [e for e in entries if e.expires_at > now]
+        return {
+            "live": len(live),
+            "expired": len(entries) - len(live),
+            "live_bytes": sum(len(e.value.encode()) for e in live),
+            "total_bytes": sum(len(e.value.encode()) for e in entries),
+        }
 
     def _delete(self, key: str) -> bool:
         with self._lock:

@@ -13,6 +13,7 @@ from .async_base_storage import AsyncThreadStorage
 from .base_storage import ThreadStorage
 from .errors import StorageSchemaError
 from .schema import check_health
+from .thread_info import ThreadInfo
 
 
 class Call(NamedTuple):
@@ -51,6 +52,22 @@ def cleanup_call(batch_size: int) -> Call:
     return Call("cleanup_expired_threads", {"p_batch_size": batch_size}, int)
 
 
+def list_call(user_id: str | None, limit: int) -> Call:
+    params: dict[str, Any] = {"p_limit": limit}
+    if user_id is not None:
+        params["p_user_id"] = user_id
+    return Call("thread_list", params, lambda items: [ThreadInfo.from_json(i) for i in items])
+
+
+def touch_call(key: str, ttl_seconds: int) -> Call:
+    return Call("thread_touch", {"p_thread_id": key, "p_ttl_seconds": ttl_seconds}, bool)
+
+
+def delete_user_call(user_id: str) -> Call:
+    return Call("delete_user_threads", {"p_user_id": user_id}, int)
+
+
+STATS_CALL = Call("thread_stats", {}, lambda report: {k: int(v) for k, v in report.items()})
 HEALTH_CALL = Call("storage_health", {}, check_health)
 
 
@@ -73,6 +90,18 @@ class RemoteFunctionStorage(ThreadStorage):
 
     def _cleanup_expired(self, batch_size: int) -> int:
         return self._invoke(cleanup_call(batch_size))
+
+    def _list_threads(self, user_id: str | None, limit: int) -> list[ThreadInfo]:
+        return self._invoke(list_call(user_id, limit))
+
+    def _touch(self, key: str, ttl_seconds: int) -> bool:
+        return self._invoke(touch_call(key, ttl_seconds))
+
+    def _delete_user_threads(self, user_id: str) -> int:
+        return self._invoke(delete_user_call(user_id))
+
+    def _stats(self) -> dict[str, int]:
+        return self._invoke(STATS_CALL)
 
     def _invoke(self, call: Call) -> Any:
         return call.decode(self._call(call.function, call.params))
@@ -100,6 +129,18 @@ class AsyncRemoteFunctionStorage(AsyncThreadStorage):
 
     async def _cleanup_expired(self, batch_size: int) -> int:
         return await self._invoke(cleanup_call(batch_size))
+
+    async def _list_threads(self, user_id: str | None, limit: int) -> list[ThreadInfo]:
+        return await self._invoke(list_call(user_id, limit))
+
+    async def _touch(self, key: str, ttl_seconds: int) -> bool:
+        return await self._invoke(touch_call(key, ttl_seconds))
+
+    async def _delete_user_threads(self, user_id: str) -> int:
+        return await self._invoke(delete_user_call(user_id))
+
+    async def _stats(self) -> dict[str, int]:
+        return await self._invoke(STATS_CALL)
 
     async def _invoke(self, call: Call) -> Any:
         return call.decode(await self._call(call.function, call.params))

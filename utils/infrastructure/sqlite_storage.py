@@ -21,6 +21,7 @@ from typing import Any, Iterator
 
 from .base_storage import ThreadStorage
 from .errors import StorageConfigurationError, StorageError, StorageUnavailableError
+from .thread_info import ThreadInfo, from_unix
 
 SCHEMA_VERSION = 1
 SYNCHRONOUS_MODES = ("full", "normal", "extra")
@@ -65,6 +66,26 @@ select conversation_data, accessed_at < {_NOW} - 60 from conversation_threads
 """
 _TOUCH = f"update conversation_threads set accessed_at = {_NOW} where thread_id = ? and accessed_at < {_NOW} - 60"
 _DELETE = f"delete from conversation_threads where thread_id = ? returning expires_at > {_NOW}"
+_TOUCH_TTL = f"""
+update conversation_threads set expires_at = {_NOW} + ?, accessed_at = {_NOW}
+ where thread_id = ? and expires_at > {_NOW}
+"""
+_LIST = f"""
+select thread_id, user_id, created_at, accessed_at, expires_at,
+       length(cast(conversation_data as blob)), metadata
+  from conversation_threads
+ where expires_at > {_NOW} and (:user_id is null or user_id = :user_id)
+ order by accessed_at desc, thread_id
+ limit :limit
+"""
+_DELETE_USER = "delete from conversation_threads where user_id = ?"
+_STATS = f"""
+select count(*) filter (where expires_at > {_NOW}),
+       count(*) filter (where expires_at <= {_NOW}),
+       coalesce(sum(length(cast(conversation_data as blob))) filter (where expires_at > {_NOW}), 0),
+       coalesce(sum(length(cast(conversation_data as blob))), 0)
+  from conversation_threads
+"""
 _CLEANUP = f"""
 delete from conversation_threads where thread_id in (
     select thread_id from conversation_threads where expires_at <= {_NOW} order by expires_at limit ?
@@ -157,6 +178,28 @@ class SQLiteStorage(ThreadStorage):
     def _cleanup_expired(self, batch_size: int) -> int:
         with self._translated_errors("cleanup"):
             return self._connection().execute(_CLEANUP, (batch_size,)).rowcount
+
+    def _list_threads(self, user_id: str | None, limit: int) -> list[ThreadInfo]:
+        with self._translated_errors("list"):
+            rows = self._connection().execute(_LIST, {"user_id": user_id, "limit": limit}).fetchall()
+        return [
+            ThreadInfo(key, owner, from_unix(created), from_unix(accessed), from_unix(expires), size,
+                       json.loads(metadata))
+            for key, owner, created, accessed, expires, size, metadata in rows
+        ]
+
+    def _touch(self, key: str, ttl_seconds: int) -> bool:
+        with self._translated_errors("touch"):
+            return self._connection().execute(_TOUCH_TTL, (ttl_seconds, key)).rowcount > 0
+
+    def _delete_user_threads(self, user_id: str) -> int:
+        with self._translated_errors("delete_user_threads"):
+            return self._connection().execute(_DELETE_USER, (user_id,)).rowcount
+
+    def _stats(self) -> dict[str, int]:
+        with self._translated_errors("stats"):
+            live, expired, live_bytes, total_bytes = self._connection().execute(_STATS).fetchone()
+        return {"live": live, "expired": expired, "live_bytes": live_bytes, "total_bytes": total_bytes}
 
     def _connection(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
