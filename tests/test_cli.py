@@ -1,0 +1,151 @@
+"""The conversation-storage command and the cron cleanup script, run as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.database import PROJECT_ROOT
+from tests.support.postgres_server import free_port
+
+CLEANUP_SCRIPT = PROJECT_ROOT / "scripts" / "cleanup_expired_threads.py"
+
+
+def run(args: list[str], env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("CONVERSATION_", "SUPABASE_", "DATABASE_"))}
+    command = args if args[0] == str(CLEANUP_SCRIPT) else ["-m", "utils.infrastructure.cli", *args]
+    return subprocess.run(
+        [sys.executable, *command], cwd=PROJECT_ROOT, env={**clean, **env},
+        input=stdin, capture_output=True, text=True, timeout=120,
+    )
+
+
+@pytest.fixture
+def sqlite_env(tmp_path):
+    return {"CONVERSATION_STORAGE_BACKEND": "sqlite", "CONVERSATION_SQLITE_PATH": str(tmp_path / "t.sqlite3")}
+
+
+@pytest.fixture
+def supabase_env(supabase_project):
+    return {
+        "CONVERSATION_STORAGE_BACKEND": "supabase",
+        "SUPABASE_URL": supabase_project.url,
+        "SUPABASE_KEY": supabase_project.service_role_key,
+    }
+
+
+def test_set_get_touch_list_stats_delete_round(sqlite_env):
+    assert run(["set", "thread:cli", "60", '{"turns": [1]}', "--user-id", "alice"], sqlite_env).returncode == 0
+    got = run(["get", "thread:cli"], sqlite_env)
+    assert (got.returncode, json.loads(got.stdout)) == (0, {"turns": [1]})
+    assert run(["set", "thread:stdin", "60"], sqlite_env, stdin='{"from": "stdin"}').returncode == 0
+    assert json.loads(run(["get", "thread:stdin"], sqlite_env).stdout) == {"from": "stdin"}
+
+    touched = run(["--json", "touch", "thread:cli", "3600"], sqlite_env)
+    assert json.loads(touched.stdout) == {"key": "thread:cli", "touched": True, "ttl_seconds": 3600}
+
+    listed = json.loads(run(["--json", "list", "--user-id", "alice"], sqlite_env).stdout)
+    assert [t["key"] for t in listed] == ["thread:cli"]
+    assert listed[0]["user_id"] == "alice"
+
+    stats = json.loads(run(["--json", "stats"], sqlite_env).stdout)
+    assert (stats["backend"], stats["live"], stats["expired"]) == ("sqlite", 2, 0)
+
+    deleted = run(["--json", "delete", "thread:cli"], sqlite_env)
+    assert (deleted.returncode, json.loads(deleted.stdout)["deleted"]) == (0, True)
+
+
+def test_missing_threads_exit_3(sqlite_env):
+    for args in (["get", "thread:none"], ["delete", "thread:none"], ["touch", "thread:none", "60"]):
+        result = run(args, sqlite_env)
+        assert result.returncode == 3, args
+        assert "thread:none" in result.stdout + result.stderr
+
+
+def test_bad_input_and_configuration_exit_2(sqlite_env, tmp_path):
+    bad_value = run(["set", "thread:x", "60", "not json"], sqlite_env)
+    assert bad_value.returncode == 2
+    assert "not valid JSON" in bad_value.stderr
+    assert run(["set", "thread:x", "0", "{}"], sqlite_env).returncode == 2
+    memory = run(["get", "thread:x"], {"CONVERSATION_STORAGE_BACKEND": "memory"})
+    assert memory.returncode == 2
+    assert "nothing this command can reach" in memory.stderr
+    assert run(["stats"], {"CONVERSATION_STORAGE_BACKEND": "redis"}).returncode == 2
+
+
+def test_unreachable_store_exits_1_without_falling_back(tmp_path):
+    env = {
+        "CONVERSATION_STORAGE_BACKEND": "supabase",
+        "SUPABASE_URL": f"http://127.0.0.1:{free_port()}",
+        "SUPABASE_KEY": "key",
+        "CONVERSATION_STORAGE_TIMEOUT_SECONDS": "2",
+    }
+    result = run(["--json", "stats"], env)
+    assert result.returncode == 1
+    assert "StorageUnavailableError" in json.loads(result.stdout.splitlines()[0])["error"]
+
+
+def test_doctor_passes_against_a_healthy_supabase_project(supabase_env):
+    result = run(["--json", "doctor"], supabase_env)
+    report = json.loads(result.stdout)
+    statuses = {c["check"]: c["status"] for c in report["checks"]}
+    assert result.returncode == 0, result.stdout
+    assert statuses == {
+        "configuration": "PASS", "reachability": "PASS", "key role": "PASS", "schema version": "PASS",
+        "row level security": "PASS", "hourly cleanup": "WARN",  # the gateway's database has no pg_cron
+    }
+
+
+def test_doctor_names_the_fix_for_an_anon_key(supabase_env, supabase_project):
+    result = run(["doctor"], {**supabase_env, "SUPABASE_KEY": supabase_project.anon_key})
+    assert result.returncode == 4
+    assert "FAIL  key role" in result.stdout
+    assert "fix: use the service-role key" in result.stdout
+
+
+def test_doctor_fails_on_memory_and_on_bad_configuration():
+    assert "FAIL  persistence" in run(["doctor"], {}).stdout
+    result = run(["doctor"], {"CONVERSATION_TIMEOUT_HOURS": "soon"})
+    assert result.returncode == 4
+    assert "FAIL  configuration" in result.stdout
+
+
+def test_migrate_dry_run_and_apply(postgres_server):
+    from tests.support.postgres_server import PASSWORD
+
+    name = postgres_server.create_database("cli_migrate")
+    env = {"DATABASE_URL": postgres_server.dsn_for(name, password=PASSWORD)}
+    dry = json.loads(run(["--json", "migrate", "--dry-run"], env).stdout)
+    assert dry["dry_run"] is True and dry["files"][0].startswith("001_")
+    assert json.loads(run(["--json", "migrate"], env).stdout)["files"] == dry["files"]
+    again = run(["migrate"], env)
+    assert (again.returncode, again.stdout.strip()) == (0, "schema is up to date: nothing to apply")
+    assert run(["migrate"], {}).returncode == 2
+
+
+def test_cleanup_script_deletes_the_backlog_and_reports_json(supabase_env, supabase_project):
+    with supabase_project.connect() as conn:
+        conn.execute(
+            "insert into public.conversation_threads (thread_id, conversation_data, expires_at)"
+            " select 'thread:old' || i, '{}', now() - interval '1 hour' from generate_series(1, 2345) i"
+        )
+    result = run([str(CLEANUP_SCRIPT), "--json", "--batch-size", "500"], supabase_env)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["deleted"], report["batches"]) == (2345, 5)
+    assert report["seconds"] >= 0
+    plain = run([str(CLEANUP_SCRIPT)], supabase_env)
+    assert plain.stdout.startswith("deleted 0 expired threads in ")
+
+
+def test_cleanup_script_exit_codes(sqlite_env):
+    assert run([str(CLEANUP_SCRIPT)], sqlite_env).returncode == 0
+    assert run([str(CLEANUP_SCRIPT)], {"CONVERSATION_STORAGE_BACKEND": "memory"}).returncode == 2
+    unreachable = {"CONVERSATION_STORAGE_BACKEND": "postgres",
+                   "DATABASE_URL": f"postgresql://postgres:x@127.0.0.1:{free_port()}/postgres",
+                   "CONVERSATION_STORAGE_TIMEOUT_SECONDS": "1"}
+    assert run([str(CLEANUP_SCRIPT)], unreachable).returncode == 1

@@ -1,0 +1,292 @@
+"""The ``conversation-storage`` command: inspect and operate the configured storage.
+
+Exit codes: 0 success, 1 storage error (unreachable, refused, failed),
+2 configuration or usage error, 3 the thread asked for does not exist,
+4 ``doctor`` found a problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from typing import Any, Callable
+
+from .backend_factory import create_storage
+from .base_storage import ThreadStorage
+from .cleanup import DEFAULT_BATCH_SIZE, cleanup_until_done
+from .errors import (
+    StorageConfigurationError,
+    StorageError,
+    StoragePermissionError,
+    StorageSchemaError,
+    StorageUnavailableError,
+)
+from .settings import Settings, load_settings
+
+OK, STORAGE_ERROR, CONFIG_ERROR, NOT_FOUND, DOCTOR_FAILED = 0, 1, 2, 3, 4
+
+
+class Output:
+    """Human-readable lines, or JSON documents with ``--json``."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+
+    def emit(self, data: Any, text: str) -> None:
+        print(json.dumps(data, default=str) if self.as_json else text)
+
+    def error(self, message: str) -> None:
+        if self.as_json:
+            print(json.dumps({"error": message}))
+        print(f"error: {message}", file=sys.stderr)
+
+
+def open_storage(settings: Settings) -> ThreadStorage:
+    """The configured backend, never the memory fallback: a command must act on the real store."""
+    if settings.backend == "memory":
+        raise StorageConfigurationError(
+            "CONVERSATION_STORAGE_BACKEND is memory: threads live inside each daemon process, "
+            "so there is nothing this command can reach. Configure sqlite, postgres or supabase."
+        )
+    return create_storage(dataclasses.replace(settings, strict=True))
+
+
+# -- commands -------------------------------------------------------------------
+
+
+def cmd_get(storage: ThreadStorage, args, out: Output) -> int:
+    value = storage.get(args.key)
+    if value is None:
+        out.error(f"{args.key} does not exist or has expired")
+        return NOT_FOUND
+    print(value)
+    return OK
+
+
+def cmd_set(storage: ThreadStorage, args, out: Output) -> int:
+    value = sys.stdin.read() if args.value in (None, "-") else args.value
+    metadata = json.loads(args.metadata) if args.metadata else None
+    storage.set_with_ttl(args.key, args.ttl, value, user_id=args.user_id, metadata=metadata)
+    out.emit({"key": args.key, "stored": True, "ttl_seconds": args.ttl}, f"stored {args.key} for {args.ttl} s")
+    return OK
+
+
+def cmd_delete(storage: ThreadStorage, args, out: Output) -> int:
+    deleted = storage.delete(args.key)
+    out.emit({"key": args.key, "deleted": deleted}, f"deleted {args.key}" if deleted else f"{args.key} did not exist")
+    return OK if deleted else NOT_FOUND
+
+
+def cmd_touch(storage: ThreadStorage, args, out: Output) -> int:
+    touched = storage.touch(args.key, args.ttl)
+    out.emit(
+        {"key": args.key, "touched": touched, "ttl_seconds": args.ttl},
+        f"{args.key} now expires in {args.ttl} s" if touched else f"{args.key} does not exist or has expired",
+    )
+    return OK if touched else NOT_FOUND
+
+
+def cmd_list(storage: ThreadStorage, args, out: Output) -> int:
+    threads = storage.list_threads(user_id=args.user_id, limit=args.limit)
+    if out.as_json:
+        print(json.dumps([t.to_json() for t in threads]))
+        return OK
+    if not threads:
+        print("no live threads")
+    for t in threads:
+        print(
+            f"{t.key}  user={t.user_id or '-'}  {t.size_bytes} bytes  "
+            f"accessed {t.accessed_at:%Y-%m-%d %H:%M:%S}Z  expires {t.expires_at:%Y-%m-%d %H:%M:%S}Z"
+        )
+    return OK
+
+
+def cmd_stats(storage: ThreadStorage, args, out: Output) -> int:
+    stats = storage.stats()
+    out.emit(
+        {"backend": storage.backend_name, **stats},
+        f"{storage.backend_name}: {stats['live']} live ({stats['live_bytes']} bytes), "
+        f"{stats['expired']} expired awaiting cleanup, {stats['total_bytes']} bytes in all",
+    )
+    return OK
+
+
+def cmd_cleanup(storage: ThreadStorage, args, out: Output) -> int:
+    progress = _progress_line if sys.stderr.isatty() and not out.as_json else None
+    result = cleanup_until_done(storage, args.batch_size, on_batch=progress)
+    if progress:
+        print(file=sys.stderr)
+    out.emit(
+        {"backend": storage.backend_name, **result.to_json()},
+        f"deleted {result.deleted} expired threads in {result.seconds:.2f} s ({result.batches} batches)",
+    )
+    return OK
+
+
+def _progress_line(deleted: int, batches: int) -> None:
+    print(f"\rdeleted {deleted} expired threads ({batches} batches)", end="", file=sys.stderr, flush=True)
+
+
+def cmd_migrate(args, out: Output) -> int:
+    from pathlib import Path
+
+    from .migrations import migrate
+
+    settings = load_settings()
+    dsn = args.database_url or settings.database_url
+    if not dsn:
+        raise StorageConfigurationError("migrate needs DATABASE_URL (or SUPABASE_DB_URL, or --database-url)")
+    names = migrate(dsn, directory=Path(args.sql_dir) if args.sql_dir else None, dry_run=args.dry_run)
+    verb = "would apply" if args.dry_run else "applied"
+    out.emit(
+        {"dry_run": args.dry_run, "files": names},
+        f"{verb}: {', '.join(names)}" if names else "schema is up to date: nothing to apply",
+    )
+    return OK
+
+
+# -- doctor ---------------------------------------------------------------------
+
+
+def cmd_doctor(args, out: Output) -> int:
+    checks: list[dict[str, str]] = []
+
+    def check(name: str, ok: bool | None, detail: str, fix: str = "") -> None:
+        status = "PASS" if ok else ("WARN" if ok is None else "FAIL")
+        checks.append({"check": name, "status": status, "detail": detail, "fix": "" if ok else fix})
+
+    _diagnose(check)
+    failed = any(c["status"] == "FAIL" for c in checks)
+    if out.as_json:
+        print(json.dumps({"ok": not failed, "checks": checks}))
+    else:
+        for c in checks:
+            print(f"{c['status']:<5} {c['check']}: {c['detail']}")
+            if c["fix"]:
+                print(f"      fix: {c['fix']}")
+    return DOCTOR_FAILED if failed else OK
+
+
+def _diagnose(check: Callable[..., None]) -> None:
+    try:
+        settings = load_settings()
+    except StorageConfigurationError as exc:
+        check("configuration", False, str(exc), "correct the variable named above (see .env.example)")
+        return
+    check("configuration", True, f"backend {settings.backend}")
+    if settings.backend == "memory":
+        check("persistence", False, "threads are kept in process memory and lost on restart",
+              "set CONVERSATION_STORAGE_BACKEND to sqlite, postgres or supabase")
+        return
+    try:
+        storage = open_storage(settings)
+    except StorageConfigurationError as exc:
+        check("configuration", False, str(exc), "set the variables named above (see .env.example)")
+        return
+    except StorageUnavailableError as exc:
+        check("reachability", False, str(exc), "check the URL, the network and that the server is running")
+        return
+    except StoragePermissionError as exc:
+        check("reachability", True, "the store answered")
+        check("key role", False, str(exc), "use the service-role key (Supabase) or the table owner's login")
+        return
+    except StorageSchemaError as exc:
+        check("reachability", True, "the store answered")
+        check("schema version", False, str(exc), "run `conversation-storage migrate`, or apply sql/ in order")
+        return
+    except StorageError as exc:
+        check("reachability", False, str(exc), "see the message above")
+        return
+    with storage:
+        report = storage.health()
+        check("reachability", True, f"{settings.backend} at {getattr(storage, 'url', '')}")
+        if "role" in report:
+            check("key role", True, f"connected as {report['role']}, which can read and write the threads")
+        check("schema version", True, f"version {report.get('schema_version')}")
+        if "rls_enabled" in report:
+            check("row level security", bool(report["rls_enabled"]),
+                  "on for conversation_threads" if report["rls_enabled"] else "OFF for conversation_threads",
+                  "apply sql/001_conversation_threads.sql (alter table ... enable row level security)")
+            scheduled = report.get("cleanup_job_scheduled")
+            if scheduled is None:
+                check("hourly cleanup", None, "pg_cron is not installed (or not readable) on this database",
+                      "enable pg_cron and apply sql/005_cleanup_schedule.sql, or run "
+                      "scripts/cleanup_expired_threads.py hourly from system cron")
+            else:
+                check("hourly cleanup", scheduled,
+                      "pg_cron job cleanup-expired-threads is scheduled" if scheduled
+                      else "pg_cron is installed but job cleanup-expired-threads is missing",
+                      "apply sql/005_cleanup_schedule.sql")
+        else:
+            check("hourly cleanup", None, f"{settings.backend} has no scheduler of its own",
+                  "run scripts/cleanup_expired_threads.py hourly from system cron")
+
+
+# -- wiring -----------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="conversation-storage", description="Inspect and operate the conversation thread storage."
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("doctor", help="check configuration, reachability, key role, schema, RLS and cleanup")
+    p = commands.add_parser("get", help="print a thread's JSON")
+    p.add_argument("key")
+    p = commands.add_parser("set", help="store a thread (JSON from the argument or standard input)")
+    p.add_argument("key")
+    p.add_argument("ttl", type=int, help="lifetime in seconds")
+    p.add_argument("value", nargs="?", help="JSON text; '-' or nothing reads standard input")
+    p.add_argument("--user-id")
+    p.add_argument("--metadata", help="JSON object")
+    p = commands.add_parser("delete", help="delete a thread")
+    p.add_argument("key")
+    p = commands.add_parser("touch", help="give a live thread a new lifetime")
+    p.add_argument("key")
+    p.add_argument("ttl", type=int, help="new lifetime in seconds")
+    p = commands.add_parser("list", help="live threads, most recently accessed first")
+    p.add_argument("--user-id")
+    p.add_argument("--limit", type=int, default=50)
+    commands.add_parser("stats", help="live and expired counts and sizes")
+    p = commands.add_parser("cleanup", help="delete expired threads until none are left")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    p = commands.add_parser("migrate", help="apply the files of sql/ that the database has not had yet")
+    p.add_argument("--dry-run", action="store_true", help="print what would be applied")
+    p.add_argument("--database-url", help="default: DATABASE_URL or SUPABASE_DB_URL")
+    p.add_argument("--sql-dir", help="default: $CONVERSATION_SQL_DIR or the project's sql/")
+    return parser
+
+
+STORAGE_COMMANDS = {
+    "get": cmd_get, "set": cmd_set, "delete": cmd_delete, "touch": cmd_touch,
+    "list": cmd_list, "stats": cmd_stats, "cleanup": cmd_cleanup,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out = Output(args.json)
+    try:
+        if args.command == "doctor":
+            return cmd_doctor(args, out)
+        if args.command == "migrate":
+            return cmd_migrate(args, out)
+        with open_storage(load_settings()) as storage:
+            return STORAGE_COMMANDS[args.command](storage, args, out)
+    except (StorageConfigurationError, json.JSONDecodeError) as exc:
+        out.error(str(exc))
+        return CONFIG_ERROR
+    except (TypeError, ValueError) as exc:  # bad input: the library's StorageValueError / StorageTypeError
+        out.error(str(exc))
+        return CONFIG_ERROR
+    except StorageError as exc:
+        out.error(f"{type(exc).__name__}: {exc}")
+        return STORAGE_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

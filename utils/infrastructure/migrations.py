@@ -1,0 +1,113 @@
+"""Applying the files of ``sql/`` to a database, each once, in order.
+
+Every applied file is recorded (name and checksum) in
+``public.conversation_storage_migrations``, so a second run does nothing and
+a new file is applied exactly once. A file changed after it was applied is
+reported, not silently re-run. An advisory lock keeps two concurrent runs
+from applying the same file twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import StorageConfigurationError, StorageError
+
+_LOCK_KEY = 0x636F6E76  # any constant shared by every run of this command
+
+_TABLE_DDL = """
+create table if not exists public.conversation_storage_migrations (
+    filename   text primary key,
+    checksum   text not null,
+    applied_at timestamptz not null default now()
+);
+alter table public.conversation_storage_migrations enable row level security;
+"""
+
+
+class MigrationError(StorageError):
+    """An applied file has changed, or a file failed to apply."""
+
+
+@dataclass(frozen=True)
+class SqlFile:
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def text(self) -> str:
+        return self.path.read_text(encoding="utf-8")
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+
+def default_sql_dir() -> Path:
+    """``$CONVERSATION_SQL_DIR``, else the ``sql/`` folder beside this package's source tree."""
+    configured = os.environ.get("CONVERSATION_SQL_DIR")
+    if configured:
+        return Path(configured)
+    return Path(__file__).resolve().parents[2] / "sql"
+
+
+def sql_files(directory: Path | None = None) -> list[SqlFile]:
+    directory = directory or default_sql_dir()
+    files = sorted(directory.glob("*.sql"))
+    if not files:
+        raise StorageConfigurationError(
+            f"no .sql files in {directory}: point CONVERSATION_SQL_DIR (or --sql-dir) at the project's sql/ folder"
+        )
+    return [SqlFile(path) for path in files]
+
+
+def migrate(dsn: str, *, directory: Path | None = None, dry_run: bool = False) -> list[str]:
+    """Apply the pending files; return their names (what would run, with ``dry_run``)."""
+    import psycopg
+
+    files = sql_files(directory)
+    try:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+            conn.execute("select pg_advisory_lock(%s)", (_LOCK_KEY,))
+            try:
+                return _apply_pending(conn, files, dry_run)
+            finally:
+                conn.execute("select pg_advisory_unlock(%s)", (_LOCK_KEY,))
+    except psycopg.Error as exc:
+        raise MigrationError(f"migration failed: {exc}") from exc
+
+
+def _apply_pending(conn, files: list[SqlFile], dry_run: bool) -> list[str]:
+    exists = conn.execute("select to_regclass('public.conversation_storage_migrations')").fetchone()[0]
+    applied: dict[str, str] = {}
+    if exists:
+        applied = dict(conn.execute("select filename, checksum from public.conversation_storage_migrations"))
+    changed = [f.name for f in files if f.name in applied and applied[f.name] != f.checksum]
+    if changed:
+        raise MigrationError(
+            f"already applied but changed since: {', '.join(changed)}. Applied files must not be "
+            "edited; put the change in a new file with a higher number."
+        )
+    pending = [f for f in files if f.name not in applied]
+    if dry_run:
+        return [f.name for f in pending]
+    if not exists:
+        with conn.transaction():
+            conn.execute(_TABLE_DDL)
+    for sql_file in pending:
+        try:
+            with conn.transaction():
+                conn.execute(sql_file.text)
+                conn.execute(
+                    "insert into public.conversation_storage_migrations (filename, checksum) values (%s, %s)",
+                    (sql_file.name, sql_file.checksum),
+                )
+        except Exception as exc:
+            raise MigrationError(f"{sql_file.name} failed to apply (nothing of it was kept): {exc}") from exc
+    return [f.name for f in pending]
