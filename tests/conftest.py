@@ -80,27 +80,31 @@ class BackendUnderTest:
     #: Move the storage's own clock forward: freezegun for memory, real
     #: waiting for SQLite and Postgres, whose expiry runs on their own clocks.
     advance: Callable[[float], None]
+    #: A second, synchronous client of the same store: "another daemon".
+    peer: ThreadStorage
 
 
 def _open_backend(name: str, request, runner: EventLoopThread | None):
-    """Return (storage, advance) for backend ``name``; sync, or async when runner is given."""
+    """Return (storage, peer) for backend ``name``; async when a runner is given.
+
+    The peer is a synchronous client of the same store, closed by the caller
+    when it is not the storage itself.
+    """
     if name == "memory":
         storage = AsyncInMemoryStorage() if runner else InMemoryStorage()
-        return storage, time.sleep
+        return storage, storage.sync_storage if runner else storage
     if name == "sqlite":
         path = request.getfixturevalue("tmp_path") / "threads.sqlite3"
-        if runner:
-            return runner.run(AsyncSQLiteStorage.create(path)), time.sleep
-        return SQLiteStorage(path), time.sleep
+        storage = runner.run(AsyncSQLiteStorage.create(path)) if runner else SQLiteStorage(path)
+        return storage, SQLiteStorage(path)
     if name == "postgres":
         dsn = request.getfixturevalue("postgres_dsn")
-        if runner:
-            return runner.run(AsyncPostgresStorage.create(dsn)), time.sleep
-        return PostgresStorage(dsn), time.sleep
+        storage = runner.run(AsyncPostgresStorage.create(dsn)) if runner else PostgresStorage(dsn)
+        return storage, PostgresStorage(dsn, max_size=2)
     project = request.getfixturevalue("supabase_project")
-    if runner:
-        return runner.run(AsyncSupabaseStorage.create(project.url, project.service_role_key)), time.sleep
-    return SupabaseStorage(project.url, project.service_role_key), time.sleep
+    args = (project.url, project.service_role_key)
+    storage = runner.run(AsyncSupabaseStorage.create(*args)) if runner else SupabaseStorage(*args)
+    return storage, SupabaseStorage(*args)
 
 
 @pytest.fixture(params=ALL_BACKENDS)
@@ -112,15 +116,18 @@ def backend(request) -> BackendUnderTest:
     if name == "memory" and not request.node.get_closest_marker("real_clock"):
         # freezegun serves real time to code running under threading's frames
         # (its default ignore list), so tests using threads take real_clock.
-        frozen = freeze_time()
+        frozen = freeze_time(real_asyncio=True)  # the event loop keeps real time for its timers
         clock = frozen.start()
     try:
-        storage, advance = _open_backend(name, request, runner)
+        storage, peer = _open_backend(name, request, runner)
+        advance = time.sleep
         if frozen is not None:
             advance = lambda seconds: clock.tick(timedelta(seconds=seconds))  # noqa: E731
         face = SyncFacade(storage, runner) if runner else storage
-        yield BackendUnderTest(request.param, face, advance)
+        yield BackendUnderTest(request.param, face, advance, peer)
         face.close()
+        if peer is not storage and name != "memory":
+            peer.close()
     finally:
         if frozen is not None:
             frozen.stop()

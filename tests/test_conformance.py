@@ -373,3 +373,71 @@ def test_stats_count_live_and_expired_entries(backend):
 )
 def test_bad_arguments_of_the_other_operations_are_refused(backend, call, expected):
     _assert_nothing_stored(backend, lambda: call(backend.storage), expected)
+
+
+# -- atomic read-modify-write ----------------------------------------------------
+
+
+def _append_turn(turn: str):
+    def append(current: str | None) -> str:
+        thread = json.loads(current) if current else {"turns": []}
+        thread["turns"].append(turn)
+        return json.dumps(thread)
+
+    return append
+
+
+def test_update_creates_then_modifies(backend):
+    assert json.loads(backend.storage.update("thread:u", _append_turn("a"), 60)) == {"turns": ["a"]}
+    backend.storage.update("thread:u", _append_turn("b"), 60)
+    assert json.loads(backend.storage.get("thread:u")) == {"turns": ["a", "b"]}
+
+
+def test_update_after_expiry_starts_from_nothing(backend):
+    backend.storage.update("thread:u", _append_turn("old"), 1)
+    backend.advance(1.2)
+    backend.storage.update("thread:u", _append_turn("new"), 60)
+    assert json.loads(backend.storage.get("thread:u")) == {"turns": ["new"]}
+
+
+def test_update_retries_when_another_writer_wins(backend):
+    backend.storage.setex("thread:race", 60, '{"turns": []}')
+    calls = []
+
+    def interfering(current):
+        calls.append(current)
+        if len(calls) == 1:  # another daemon writes between our read and our write
+            backend.peer.setex("thread:race", 60, '{"turns": ["theirs"]}')
+        return _append_turn("ours")(current)
+
+    backend.storage.update("thread:race", interfering, 60)
+    assert len(calls) == 2
+    assert json.loads(backend.storage.get("thread:race")) == {"turns": ["theirs", "ours"]}
+
+
+def test_update_refuses_bad_output_and_stores_nothing(backend):
+    _assert_nothing_stored(backend, lambda: backend.storage.update("thread:keep", lambda _: "not json", 60), ValueError)
+
+
+@pytest.mark.real_clock
+def test_concurrent_updates_lose_no_turn(backend):
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(10):
+                backend.storage.update("thread:busy", _append_turn(f"{n}-{i}"), 60)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    turns = json.loads(backend.storage.get("thread:busy"))["turns"]
+    assert sorted(turns) == sorted(f"{n}-{i}" for n in range(6) for i in range(10))
+    for n in range(6):  # each writer's turns stay in its own order
+        mine = [t for t in turns if t.startswith(f"{n}-")]
+        assert mine == [f"{n}-{i}" for i in range(10)]

@@ -34,7 +34,7 @@ class SyncFacade:
 
     _METHODS = (
         "set_with_ttl", "setex", "get", "delete", "cleanup_expired", "close", "shutdown", "health",
-        "list_threads", "touch", "delete_user_threads", "stats",
+        "list_threads", "touch", "delete_user_threads", "stats", "update",
     )
 
     def __init__(self, storage, runner: EventLoopThread) -> None:

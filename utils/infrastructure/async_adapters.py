@@ -63,6 +63,14 @@ class _AsyncAdapter(AsyncThreadStorage):
     async def _stats(self) -> dict[str, int]:
         return await self._run(self.sync_storage._stats)
 
+    async def _get_versioned(self, key: str) -> tuple[str | None, int]:
+        return await self._run(self.sync_storage._get_versioned, key)
+
+    async def _set_if_version(self, key, ttl_seconds, value, user_id, metadata, expected_version: int) -> bool:
+        return await self._run(
+            self.sync_storage._set_if_version, key, ttl_seconds, value, user_id, metadata, expected_version
+        )
+
     async def _close(self) -> None:
         await self._run(self.sync_storage.close)
 

@@ -6,12 +6,14 @@ refused by one is refused by the other.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from typing import Any
 
 from .base_storage import Ttl
 from .errors import StorageClosedError, StorageTypeError
 from .thread_info import ThreadInfo, check_limit
+from .versioned_update import DEFAULT_MAX_ATTEMPTS, Updater, backoff_seconds, conflict
 from .validation import (
     DEFAULT_MAX_VALUE_BYTES,
     check_batch_size,
@@ -58,6 +60,27 @@ class AsyncThreadStorage(ABC):
         key = check_key(key)
         self._ensure_open()
         return await self._delete(key)
+
+    async def update(
+        self,
+        key: str,
+        fn: Updater,
+        ttl_seconds: Ttl,
+        *,
+        user_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    ) -> str:
+        """Atomically replace the thread with ``fn(current_json_or_None)``; see ThreadStorage.update."""
+        key = check_key(key)
+        for attempt in range(max_attempts):
+            self._ensure_open()
+            current, version = await self._get_versioned(key)
+            args = validate_set(key, ttl_seconds, fn(current), user_id, metadata, self.max_value_bytes)
+            if await self._set_if_version(*args, version):
+                return args.value
+            await asyncio.sleep(backoff_seconds(attempt))
+        raise conflict(key, max_attempts)
 
     async def cleanup_expired(self, batch_size: int = 1000) -> int:
         batch_size = check_batch_size(batch_size)
@@ -135,6 +158,12 @@ class AsyncThreadStorage(ABC):
 
     @abstractmethod
     async def _stats(self) -> dict[str, int]: ...
+
+    @abstractmethod
+    async def _get_versioned(self, key: str) -> tuple[str | None, int]: ...
+
+    @abstractmethod
+    async def _set_if_version(self, key, ttl_seconds, value, user_id, metadata, expected_version: int) -> bool: ...
 
     async def _close(self) -> None:
         """Release the backend's resources; called once by :meth:`close`."""

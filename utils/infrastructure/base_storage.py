@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import threading
+import time
 from abc import ABC, abstractmethod
 from datetime import timedelta
 from typing import Any
 
 from .errors import StorageClosedError, StorageTypeError
 from .thread_info import ThreadInfo, check_limit
+from .versioned_update import DEFAULT_MAX_ATTEMPTS, Updater, backoff_seconds, conflict
 from .validation import (
     DEFAULT_MAX_VALUE_BYTES,
     check_batch_size,
@@ -72,6 +74,31 @@ class ThreadStorage(ABC):
         key = check_key(key)
         self._ensure_open()
         return self._delete(key)
+
+    def update(
+        self,
+        key: str,
+        fn: Updater,
+        ttl_seconds: Ttl,
+        *,
+        user_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    ) -> str:
+        """Atomically replace the thread with ``fn(current_json_or_None)``; return the new JSON.
+
+        ``fn`` may run more than once (after losing to another writer), so it
+        must only compute, not act.
+        """
+        key = check_key(key)
+        for attempt in range(max_attempts):
+            self._ensure_open()
+            current, version = self._get_versioned(key)
+            args = validate_set(key, ttl_seconds, fn(current), user_id, metadata, self.max_value_bytes)
+            if self._set_if_version(*args, version):
+                return args.value
+            time.sleep(backoff_seconds(attempt))
+        raise conflict(key, max_attempts)
 
     def cleanup_expired(self, batch_size: int = 1000) -> int:
         """Remove at most ``batch_size`` expired entries and return how many went.
@@ -169,6 +196,14 @@ class ThreadStorage(ABC):
 
     @abstractmethod
     def _stats(self) -> dict[str, int]: ...
+
+    @abstractmethod
+    def _get_versioned(self, key: str) -> tuple[str | None, int]:
+        """The live value and its version; (None, 0) when there is none."""
+
+    @abstractmethod
+    def _set_if_version(self, key, ttl_seconds, value, user_id, metadata, expected_version: int) -> bool:
+        """Write only if the live version is ``expected_version`` (0: none live)."""
 
     def _close(self) -> None:
         """Release the backend's resources; called once by :meth:`close`."""

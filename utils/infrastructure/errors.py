@@ -36,3 +36,7 @@ class StorageSchemaError(StorageError):
 
 class StorageClosedError(StorageError):
     """The storage object was closed and cannot be used any more."""
+
+
+class StorageConflictError(StorageError):
+    """An update kept losing to concurrent writers and gave up."""

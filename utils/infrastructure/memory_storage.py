@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -24,6 +25,7 @@ class _Entry(NamedTuple):
     metadata: dict[str, Any]
     created_at: float  # time.time(), for reporting only
     accessed_at: float  # time.time(), refreshed at most once a minute
+    version: int  # from one counter per storage: never reused, even across expiry
 
 
 class InMemoryStorage(ThreadStorage):
@@ -49,22 +51,44 @@ class InMemoryStorage(ThreadStorage):
         self._lock = threading.Lock()
         self._sweep_interval = sweep_interval_seconds
         self._sweeper: threading.Thread | None = None
+        self._versions = itertools.count(1)
 
     def _set(self, key, ttl_seconds, value, user_id, metadata) -> None:
-        now = time.monotonic()
         with self._lock:
-            old = self._entries.get(key)
-            if old is not None and old.expires_at > now:
-                created_at = old.created_at
-                user_id = old.user_id if user_id is None else user_id
-                metadata = old.metadata if metadata is None else metadata
-            else:
-                created_at = time.time()
-            self._entries[key] = _Entry(
-                value, now + ttl_seconds, user_id, metadata or {}, created_at, time.time()
-            )
-            if self._sweeper is None:
-                self._start_sweeper()
+            self._write(key, ttl_seconds, value, user_id, metadata)
+
+    def _set_if_version(self, key, ttl_seconds, value, user_id, metadata, expected_version: int) -> bool:
+        with self._lock:
+            if self._live_version(key) != expected_version:
+                return False
+            self._write(key, ttl_seconds, value, user_id, metadata)
+            return True
+
+    def _get_versioned(self, key: str) -> tuple[str | None, int]:
+        entry = self._entries.get(key)
+        if entry is not None and entry.expires_at > time.monotonic():
+            return entry.value, entry.version
+        return None, 0
+
+    def _live_version(self, key: str) -> int:
+        entry = self._entries.get(key)
+        return entry.version if entry is not None and entry.expires_at > time.monotonic() else 0
+
+    def _write(self, key, ttl_seconds, value, user_id, metadata) -> None:
+        """Store under the lock, with the rules of thread_set for what a replacement keeps."""
+        now = time.monotonic()
+        old = self._entries.get(key)
+        if old is not None and old.expires_at > now:
+            created_at = old.created_at
+            user_id = old.user_id if user_id is None else user_id
+            metadata = old.metadata if metadata is None else metadata
+        else:
+            created_at = time.time()
+        self._entries[key] = _Entry(
+            value, now + ttl_seconds, user_id, metadata or {}, created_at, time.time(), next(self._versions)
+        )
+        if self._sweeper is None:
+            self._start_sweeper()
 
     def _get(self, key: str) -> str | None:
         entry = self._entries.get(key)

@@ -67,6 +67,17 @@ def delete_user_call(user_id: str) -> Call:
     return Call("delete_user_threads", {"p_user_id": user_id}, int)
 
 
+def get_versioned_call(key: str) -> Call:
+    return Call("thread_get_versioned", {"p_thread_id": key},
+                lambda r: (_text_or_none(r["data"]), int(r["version"])))
+
+
+def set_if_version_call(key, ttl_seconds, value, user_id, metadata, expected_version: int) -> Call:
+    params = set_call(key, ttl_seconds, value, user_id, metadata).params
+    params["p_expected_version"] = expected_version
+    return Call("thread_set_if_version", params, lambda version: version is not None)
+
+
 STATS_CALL = Call("thread_stats", {}, lambda report: {k: int(v) for k, v in report.items()})
 HEALTH_CALL = Call("storage_health", {}, check_health)
 
@@ -102,6 +113,12 @@ class RemoteFunctionStorage(ThreadStorage):
 
     def _stats(self) -> dict[str, int]:
         return self._invoke(STATS_CALL)
+
+    def _get_versioned(self, key: str) -> tuple[str | None, int]:
+        return self._invoke(get_versioned_call(key))
+
+    def _set_if_version(self, key, ttl_seconds, value, user_id, metadata, expected_version: int) -> bool:
+        return self._invoke(set_if_version_call(key, ttl_seconds, value, user_id, metadata, expected_version))
 
     def _invoke(self, call: Call) -> Any:
         return call.decode(self._call(call.function, call.params))
@@ -141,6 +158,14 @@ class AsyncRemoteFunctionStorage(AsyncThreadStorage):
 
     async def _stats(self) -> dict[str, int]:
         return await self._invoke(STATS_CALL)
+
+    async def _get_versioned(self, key: str) -> tuple[str | None, int]:
+        return await self._invoke(get_versioned_call(key))
+
+    async def _set_if_version(self, key, ttl_seconds, value, user_id, metadata, expected_version: int) -> bool:
+        return await self._invoke(
+            set_if_version_call(key, ttl_seconds, value, user_id, metadata, expected_version)
+        )
 
     async def _invoke(self, call: Call) -> Any:
         return call.decode(await self._call(call.function, call.params))

@@ -23,7 +23,7 @@ from .base_storage import ThreadStorage
 from .errors import StorageConfigurationError, StorageError, StorageUnavailableError
 from .thread_info import ThreadInfo, from_unix
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SYNCHRONOUS_MODES = ("full", "normal", "extra")
 
 # Unix time in seconds (with fractions) from SQLite's own clock.
@@ -37,11 +37,17 @@ create table if not exists conversation_threads (
     created_at        real not null,
     accessed_at       real not null,
     expires_at        real not null,
-    metadata          text not null default '{{}}'
+    metadata          text not null default '{{}}',
+    version           integer not null default 1
 ) without rowid;
 create index if not exists conversation_threads_expires_at_idx on conversation_threads (expires_at);
 create index if not exists conversation_threads_user_id_idx
     on conversation_threads (user_id) where user_id is not null;
+pragma user_version = {SCHEMA_VERSION};
+"""
+# Files made by schema version 1 lack the version column.
+_UPGRADE_FROM_1 = f"""
+alter table conversation_threads add column version integer not null default 1;
 pragma user_version = {SCHEMA_VERSION};
 """
 
@@ -55,10 +61,25 @@ on conflict (thread_id) do update set
     conversation_data = excluded.conversation_data,
     expires_at  = excluded.expires_at,
     accessed_at = excluded.accessed_at,
+    version     = version + 1,
     created_at  = case when expires_at > {_NOW} then created_at else excluded.created_at end,
     user_id     = case when expires_at > {_NOW} then coalesce(:user_id, user_id) else :user_id end,
     metadata    = case when expires_at > {_NOW} then coalesce(:metadata, metadata)
                        else coalesce(:metadata, '{{}}') end
+"""
+_GET_VERSIONED = f"select conversation_data, version from conversation_threads where thread_id = ? and expires_at > {_NOW}"
+# Compare-and-set, as public.thread_set_if_version. Expected version 0 (no
+# live thread): the set above, replacing only an expired row.
+_CREATE_IF_ABSENT = _SET + f" where expires_at <= {_NOW}"
+_UPDATE_IF_VERSION = f"""
+update conversation_threads set
+    conversation_data = :value,
+    expires_at  = {_NOW} + :ttl,
+    accessed_at = {_NOW},
+    version     = version + 1,
+    user_id     = coalesce(:user_id, user_id),
+    metadata    = coalesce(:metadata, metadata)
+ where thread_id = :key and version = :expected and expires_at > {_NOW}
 """
 _GET = f"""
 select conversation_data, accessed_at < {_NOW} - 60 from conversation_threads
@@ -139,7 +160,10 @@ class SQLiteStorage(ThreadStorage):
             conn = self._connection()
             # Only a new file needs the DDL; skipping it otherwise means opening
             # takes no write lock, so it succeeds while another process writes.
-            if conn.execute("pragma user_version").fetchone()[0] < SCHEMA_VERSION:
+            version = conn.execute("pragma user_version").fetchone()[0]
+            if version == 1:
+                conn.executescript(_UPGRADE_FROM_1)
+            elif version < SCHEMA_VERSION:
                 conn.executescript(_SCHEMA)
 
     def health(self) -> dict[str, Any]:
@@ -150,15 +174,31 @@ class SQLiteStorage(ThreadStorage):
         return {"schema_version": version, "journal_mode": mode, "path": str(self.path)}
 
     def _set(self, key, ttl_seconds, value, user_id, metadata) -> None:
-        params = {
+        with self._translated_errors("set"):
+            self._connection().execute(_SET, self._set_params(key, ttl_seconds, value, user_id, metadata))
+
+    @staticmethod
+    def _set_params(key, ttl_seconds, value, user_id, metadata) -> dict[str, Any]:
+        return {
             "key": key,
             "ttl": ttl_seconds,
             "value": value,
             "user_id": user_id,
             "metadata": None if metadata is None else json.dumps(metadata, ensure_ascii=False),
         }
-        with self._translated_errors("set"):
-            self._connection().execute(_SET, params)
+
+    def _get_versioned(self, key: str) -> tuple[str | None, int]:
+        with self._translated_errors("get"):
+            row = self._connection().execute(_GET_VERSIONED, (key,)).fetchone()
+        return (row[0], row[1]) if row else (None, 0)
+
+    def _set_if_version(self, key, ttl_seconds, value, user_id, metadata, expected_version: int) -> bool:
+        params = self._set_params(key, ttl_seconds, value, user_id, metadata)
+        statement = _CREATE_IF_ABSENT if expected_version == 0 else _UPDATE_IF_VERSION
+        if expected_version:
+            params["expected"] = expected_version
+        with self._translated_errors("update"):
+            return self._connection().execute(statement, params).rowcount > 0
 
     def _get(self, key: str) -> str | None:
         with self._translated_errors("get"):
