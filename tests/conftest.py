@@ -3,6 +3,7 @@ the backends under test, each with a clock the test can move forward."""
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -133,6 +134,18 @@ def backend(request) -> BackendUnderTest:
             frozen.stop()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_data_home(tmp_path_factory):
+    """Default SQLite and spool files of this run (and of the processes it starts) stay in a temp dir."""
+    previous = os.environ.get("XDG_DATA_HOME")
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("xdg-data"))
+    yield
+    if previous is None:
+        os.environ.pop("XDG_DATA_HOME", None)
+    else:
+        os.environ["XDG_DATA_HOME"] = previous
+
+
 @pytest.fixture(autouse=True)
 def _fresh_singleton():
     """Each test starts and ends without a process-wide storage."""
@@ -150,7 +163,9 @@ def clean_env(monkeypatch, tmp_path):
         "CONVERSATION_STORAGE_TIMEOUT_SECONDS", "DATABASE_URL", "SUPABASE_DB_URL",
         "CONVERSATION_POSTGRES_POOL_MIN", "CONVERSATION_POSTGRES_POOL_MAX",
         "CONVERSATION_POSTGRES_TRANSACTION_POOLER", "CONVERSATION_SQLITE_PATH", "CONVERSATION_SQLITE_SYNCHRONOUS",
+        "CONVERSATION_STORAGE_FAILOVER",
     ):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CONVERSATION_SPOOL_PATH", str(tmp_path / "spool.sqlite3"))
     monkeypatch.chdir(tmp_path)
     return monkeypatch

@@ -97,6 +97,7 @@ def test_doctor_passes_against_a_healthy_supabase_project(supabase_env):
     assert statuses == {
         "configuration": "PASS", "reachability": "PASS", "key role": "PASS", "schema version": "PASS",
         "row level security": "PASS", "hourly cleanup": "WARN",  # the gateway's database has no pg_cron
+        "failover": "PASS",
     }
 
 

@@ -13,7 +13,7 @@ WRITER = """
 from utils.infrastructure.storage_backend import get_storage
 storage = get_storage()
 storage.setex({key!r}, 3600, '{{"turns": [{{"role": "user", "content": "hello"}}]}}')
-print(type(storage).__name__)
+print(storage.backend_name)
 """
 
 READER = """
@@ -41,5 +41,5 @@ def test_thread_written_by_one_process_is_read_by_the_next(supabase_project):
         "CONVERSATION_STORAGE_STRICT": "true",
     }
     key = f"thread:{uuid.uuid4()}"
-    assert _run(WRITER.format(key=key), env) == "SupabaseStorage"
+    assert _run(WRITER.format(key=key), env) == "supabase"
     assert _run(READER.format(key=key), env) == '{"turns": [{"role": "user", "content": "hello"}]}'

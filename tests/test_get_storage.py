@@ -36,7 +36,8 @@ def test_memory_is_the_default_and_warns_that_threads_are_lost(clean_env, caplog
 
 
 def test_supabase_is_used_when_configured_and_reachable(clean_env, supabase_project, caplog):
-    _use_supabase(clean_env, supabase_project.url, supabase_project.service_role_key)
+    _use_supabase(clean_env, supabase_project.url, supabase_project.service_role_key,
+                  CONVERSATION_STORAGE_FAILOVER="false")
     with caplog.at_level(logging.INFO):
         storage = get_storage()
     assert isinstance(storage, SupabaseStorage)
@@ -49,11 +50,12 @@ def test_service_role_key_variable_is_accepted(clean_env, supabase_project):
     _use_supabase(clean_env, supabase_project.url, supabase_project.service_role_key)
     clean_env.delenv("SUPABASE_KEY")
     clean_env.setenv("SUPABASE_SERVICE_ROLE_KEY", supabase_project.service_role_key)
-    assert isinstance(get_storage(), SupabaseStorage)
+    assert get_storage().health()["role"] == "service_role"
 
 
 def test_unreachable_supabase_falls_back_to_memory_with_a_warning(clean_env, caplog):
-    _use_supabase(clean_env, f"http://127.0.0.1:{free_port()}", "key", CONVERSATION_STORAGE_TIMEOUT_SECONDS="2")
+    _use_supabase(clean_env, f"http://127.0.0.1:{free_port()}", "key", CONVERSATION_STORAGE_TIMEOUT_SECONDS="2",
+                  CONVERSATION_STORAGE_FAILOVER="false")
     with caplog.at_level(logging.WARNING):
         storage = get_storage()
     assert isinstance(storage, InMemoryStorage)
@@ -110,7 +112,7 @@ def test_reset_closes_and_rereads_the_environment(clean_env, supabase_project):
     assert get_storage() is first, "the environment is read once"
     reset_storage()
     assert first.closed
-    assert isinstance(get_storage(), SupabaseStorage)
+    assert get_storage().backend_name == "supabase"
 
 
 def test_a_closed_singleton_is_replaced(clean_env):
@@ -166,6 +168,7 @@ def test_module_exports_the_public_names():
 def test_postgres_is_used_with_database_url(clean_env, postgres_dsn, caplog):
     clean_env.setenv("CONVERSATION_STORAGE_BACKEND", "postgres")
     clean_env.setenv("SUPABASE_DB_URL", postgres_dsn)  # accepted for DATABASE_URL
+    clean_env.setenv("CONVERSATION_STORAGE_FAILOVER", "false")
     with caplog.at_level(logging.INFO):
         storage = get_storage()
     from utils.infrastructure.postgres_storage import PostgresStorage
@@ -178,7 +181,7 @@ def test_pooler_mode_can_be_forced_from_the_environment(clean_env, postgres_dsn)
     clean_env.setenv("CONVERSATION_STORAGE_BACKEND", "postgres")
     clean_env.setenv("DATABASE_URL", postgres_dsn)
     clean_env.setenv("CONVERSATION_POSTGRES_TRANSACTION_POOLER", "true")
-    assert get_storage().transaction_pooler is True
+    assert get_storage().primary.transaction_pooler is True
 
 
 def test_sqlite_is_used_at_the_configured_path(clean_env, tmp_path):
@@ -193,6 +196,7 @@ def test_unreachable_postgres_falls_back(clean_env, caplog):
     clean_env.setenv("CONVERSATION_STORAGE_BACKEND", "postgres")
     clean_env.setenv("DATABASE_URL", f"postgresql://postgres:x@127.0.0.1:{free_port()}/postgres")
     clean_env.setenv("CONVERSATION_STORAGE_TIMEOUT_SECONDS", "1")
+    clean_env.setenv("CONVERSATION_STORAGE_FAILOVER", "off")
     with caplog.at_level(logging.WARNING):
         assert isinstance(get_storage(), InMemoryStorage)
     assert "'postgres' is unavailable" in caplog.text

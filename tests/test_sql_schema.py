@@ -9,7 +9,8 @@ from tests.support.database import apply_sql, prepare_supabase_database
 FUNCTIONS = [
     "thread_set", "thread_get", "thread_delete", "cleanup_expired_threads", "storage_health",
     "thread_list", "thread_touch", "delete_user_threads", "thread_stats",
-    "thread_get_versioned", "thread_set_if_version",
+    "thread_get_versioned", "thread_set_if_version", "thread_replay_set", "thread_replay_delete",
+    "conversation_storage_schema_version",
 ]
 
 

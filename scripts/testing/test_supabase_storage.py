@@ -13,6 +13,7 @@ test fails. Exit status 0 when every check passes, 1 otherwise.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import uuid
@@ -35,6 +36,8 @@ def main() -> int:
         failures += not ok
         print(f"{'PASS' if ok else 'FAIL'}  {name}{f'  ({detail})' if detail else ''}", flush=True)
 
+    # The store itself is under test: no failover spool standing in for it.
+    os.environ.setdefault("CONVERSATION_STORAGE_FAILOVER", "false")
     try:
         settings = load_settings()
         storage = create_storage(settings)

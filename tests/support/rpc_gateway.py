@@ -41,7 +41,10 @@ JWT, in either header. There is no schema cache: functions are looked up on
 every request, so schema changes are visible at once (PostgREST needs
 ``NOTIFY pgrst, 'reload schema'``).
 
-For fault tests it counts requests per function (:attr:`RpcGateway.counts`).
+For tests it counts requests per function (:attr:`RpcGateway.counts`), and
+:attr:`RpcGateway.fault` makes it misbehave the way a failing API does:
+``"503"`` answers 503 PGRST001, ``"hang"`` never answers (until the fault is
+cleared), ``"close"`` drops the connection without an answer.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ import argparse
 import json
 import socket
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -140,6 +144,7 @@ class RpcGateway:
         self.schema = schema
         self.anon_role = anon_role
         self.counts: Counter[str] = Counter()
+        self.fault: str | None = None
         self._counts_lock = threading.Lock()
         self._pool = ConnectionPool(
             dsn, min_size=1, max_size=pool_size, timeout=pool_timeout, open=False,
@@ -420,6 +425,8 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         function = next((self.path[len(p):].split("?")[0] for p in RPC_PREFIXES if self.path.startswith(p)), None)
         gateway.count(function or self.path)
+        if gateway.fault and self._misbehave(gateway):
+            return
         try:
             if not function:
                 raise GatewayError(404, "PGRST125", f"Invalid path specified in request URL: {self.path} (this gateway serves RPC only)")
@@ -431,6 +438,23 @@ class _Handler(BaseHTTPRequestHandler):
                                         "details": None, "hint": None}).encode(), {})
         else:
             self._send(status, payload, {})
+
+    def _misbehave(self, gateway: RpcGateway) -> bool:
+        fault = gateway.fault
+        if fault == "503":
+            self._send(503, json.dumps({"code": "PGRST001", "message": "Database client error. Retrying the connection.",
+                                        "details": "injected fault", "hint": None}).encode(),
+                       {"Proxy-Status": "PostgREST; error=PGRST001"})
+            return True
+        if fault == "hang":
+            deadline = time.monotonic() + 60
+            while gateway.fault == "hang" and time.monotonic() < deadline:
+                time.sleep(0.05)
+        if fault in ("hang", "close"):
+            self.close_connection = True
+            self.request.shutdown(socket.SHUT_RDWR)
+            return True
+        return False
 
     def do_GET(self) -> None:  # noqa: N802
         self.rfile.read(int(self.headers.get("Content-Length") or 0))

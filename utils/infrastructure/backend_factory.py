@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import Awaitable, Callable
 
 from .async_adapters import AsyncInMemoryStorage, AsyncSQLiteStorage
 from .async_base_storage import AsyncThreadStorage
 from .base_storage import ThreadStorage
-from .errors import StorageConfigurationError, StorageError
+from .errors import StorageConfigurationError, StorageError, StorageUnavailableError
 from .memory_storage import InMemoryStorage
 from .settings import Settings, load_settings
 
@@ -25,9 +27,16 @@ def create_storage(settings: Settings | None = None) -> ThreadStorage:
         storage = _SYNC_OPENERS[settings.backend](settings)
         try:
             storage.health()
+        except StorageUnavailableError as exc:
+            if settings.strict or not (settings.failover and settings.backend in FAILOVER_BACKENDS):
+                storage.close()
+                raise
+            return _with_failover(settings, storage, exc)
         except BaseException:
             storage.close()
             raise
+        if settings.failover and settings.backend in FAILOVER_BACKENDS:
+            storage = _with_failover(settings, storage, None)
     except StorageError as exc:
         if settings.strict:
             raise
@@ -56,6 +65,29 @@ async def create_async_storage(settings: Settings | None = None) -> AsyncThreadS
         _warn_fallback(settings, exc)
         return AsyncInMemoryStorage(_memory(settings))
     _info_persistent(settings, storage)
+    return storage
+
+
+FAILOVER_BACKENDS = ("supabase", "postgres")
+
+
+def default_spool_path(backend: str) -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "conversation-storage" / f"spool-{backend}.sqlite3"
+
+
+def _with_failover(settings: Settings, primary, unavailable: StorageUnavailableError | None) -> ThreadStorage:
+    from .failover_storage import FailoverStorage
+    from .spool import Spool
+
+    spool = Spool(settings.spool_path or default_spool_path(settings.backend))
+    storage = FailoverStorage(primary, spool, unavailable=unavailable)
+    if unavailable is not None:
+        logger.warning(
+            "conversation storage backend %r is unreachable at startup (%s): running on the failover "
+            "spool %s; threads written now are replayed to it when it is back",
+            settings.backend, unavailable, spool.path,
+        )
     return storage
 
 

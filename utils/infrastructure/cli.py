@@ -50,7 +50,7 @@ def open_storage(settings: Settings) -> ThreadStorage:
             "CONVERSATION_STORAGE_BACKEND is memory: threads live inside each daemon process, "
             "so there is nothing this command can reach. Configure sqlite, postgres or supabase."
         )
-    return create_storage(dataclasses.replace(settings, strict=True))
+    return create_storage(dataclasses.replace(settings, strict=True, failover=False))
 
 
 # -- commands -------------------------------------------------------------------
@@ -222,6 +222,34 @@ def _diagnose(check: Callable[..., None]) -> None:
         else:
             check("hourly cleanup", None, f"{settings.backend} has no scheduler of its own",
                   "run scripts/cleanup_expired_threads.py hourly from system cron")
+    _diagnose_spool(settings, check)
+
+
+def _diagnose_spool(settings: Settings, check: Callable[..., None]) -> None:
+    from .backend_factory import FAILOVER_BACKENDS, default_spool_path
+
+    if settings.backend not in FAILOVER_BACKENDS:
+        return
+    if not settings.failover:
+        check("failover", None, "off: while the store is down, writes fail instead of being spooled",
+              "unset CONVERSATION_STORAGE_FAILOVER (on by default)")
+        return
+    from pathlib import Path
+
+    from .spool import Spool
+
+    path = Path(settings.spool_path) if settings.spool_path else default_spool_path(settings.backend)
+    if not path.exists():
+        check("failover", True, f"on; spool {path} not created yet (nothing was ever spooled)")
+        return
+    spool = Spool(path)
+    try:
+        pending = spool.pending()
+    finally:
+        spool.close()
+    check("failover", True if pending == 0 else None,
+          f"on; spool {path} holds {pending} writes not yet replayed",
+          "they are replayed by the next daemon that starts with this spool and reaches the store")
 
 
 # -- wiring -----------------------------------------------------------------------

@@ -7,6 +7,7 @@ sync and async, only carry a :class:`Call` and hand back its raw result.
 from __future__ import annotations
 
 from abc import abstractmethod
+from datetime import datetime
 from typing import Any, Callable, NamedTuple
 
 from .async_base_storage import AsyncThreadStorage
@@ -78,6 +79,16 @@ def set_if_version_call(key, ttl_seconds, value, user_id, metadata, expected_ver
     return Call("thread_set_if_version", params, lambda version: version is not None)
 
 
+def replay_set_call(key, ttl_seconds, value, user_id, metadata, written_at: datetime) -> Call:
+    params = set_call(key, ttl_seconds, value, user_id, metadata).params
+    params["p_written_at"] = written_at.isoformat()
+    return Call("thread_replay_set", params, bool)
+
+
+def replay_delete_call(key: str, written_at: datetime) -> Call:
+    return Call("thread_replay_delete", {"p_thread_id": key, "p_written_at": written_at.isoformat()}, bool)
+
+
 STATS_CALL = Call("thread_stats", {}, lambda report: {k: int(v) for k, v in report.items()})
 HEALTH_CALL = Call("storage_health", {}, check_health)
 
@@ -116,6 +127,14 @@ class RemoteFunctionStorage(ThreadStorage):
 
     def _get_versioned(self, key: str) -> tuple[str | None, int]:
         return self._invoke(get_versioned_call(key))
+
+    def replay_set(self, key, ttl_seconds, value, user_id, metadata, written_at: datetime) -> bool:
+        """Apply a write acknowledged at ``written_at`` unless something newer is stored."""
+        return self._invoke(replay_set_call(key, ttl_seconds, value, user_id, metadata, written_at))
+
+    def replay_delete(self, key: str, written_at: datetime) -> bool:
+        """Apply a delete acknowledged at ``written_at`` unless the thread was written since."""
+        return self._invoke(replay_delete_call(key, written_at))
 
     def _set_if_version(self, key, ttl_seconds, value, user_id, metadata, expected_version: int) -> bool:
         return self._invoke(set_if_version_call(key, ttl_seconds, value, user_id, metadata, expected_version))

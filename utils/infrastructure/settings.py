@@ -33,6 +33,9 @@ class Settings:
     transaction_pooler: bool | None = None
     sqlite_path: str | None = None
     sqlite_synchronous: str = "full"
+    #: Spool writes locally while a remote store is down (supabase, postgres).
+    failover: bool = True
+    spool_path: str | None = None
 
     @property
     def ttl_seconds(self) -> int:
@@ -69,6 +72,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         transaction_pooler=_pooler(environ),
         sqlite_path=_text(environ, "CONVERSATION_SQLITE_PATH"),
         sqlite_synchronous=_choice(environ, "CONVERSATION_SQLITE_SYNCHRONOUS", ("full", "normal", "extra"), "full"),
+        failover=_flag(environ, "CONVERSATION_STORAGE_FAILOVER", default=True),
+        spool_path=_text(environ, "CONVERSATION_SPOOL_PATH"),
     )
 
 
@@ -104,8 +109,10 @@ def _choice(environ: Mapping[str, str], name: str, choices: tuple[str, ...], def
     return raw
 
 
-def _flag(environ: Mapping[str, str], name: str) -> bool:
+def _flag(environ: Mapping[str, str], name: str, default: bool = False) -> bool:
     raw = environ.get(name, "").strip().lower()
+    if not raw:
+        return default
     if raw in _TRUE:
         return True
     if raw in _FALSE:
