@@ -125,6 +125,7 @@ def test_get_async_storage_picks_the_configured_backend(clean_env, request, tmp_
     }[backend]
     clean_env.setenv("CONVERSATION_STORAGE_BACKEND", backend)
     clean_env.setenv("CONVERSATION_STORAGE_STRICT", "true")
+    clean_env.setenv("CONVERSATION_STORAGE_FAILOVER", "false")  # the native async clients
     if backend == "sqlite":
         clean_env.setenv("CONVERSATION_SQLITE_PATH", str(tmp_path / "t.sqlite3"))
     elif backend == "postgres":
@@ -153,6 +154,7 @@ def test_get_async_storage_falls_back_loudly(clean_env, caplog):
     clean_env.setenv("CONVERSATION_STORAGE_BACKEND", "postgres")
     clean_env.setenv("DATABASE_URL", "postgresql://postgres:x@127.0.0.1:9/postgres")
     clean_env.setenv("CONVERSATION_STORAGE_TIMEOUT_SECONDS", "1")
+    clean_env.setenv("CONVERSATION_STORAGE_FAILOVER", "false")
 
     async def main():
         storage = await get_async_storage()
@@ -163,3 +165,33 @@ def test_get_async_storage_falls_back_loudly(clean_env, caplog):
         storage = asyncio.run(main())
     assert isinstance(storage, AsyncInMemoryStorage)
     assert "will NOT survive a restart" in caplog.text
+
+
+def test_async_daemons_get_failover_too(clean_env, supabase_project):
+    from utils.infrastructure.async_adapters import AsyncFailoverStorage
+
+    clean_env.setenv("CONVERSATION_STORAGE_BACKEND", "supabase")
+    clean_env.setenv("SUPABASE_URL", supabase_project.url)
+    clean_env.setenv("SUPABASE_KEY", supabase_project.service_role_key)
+    clean_env.setenv("CONVERSATION_STORAGE_TIMEOUT_SECONDS", "0.5")
+    gateway = supabase_project.gateway
+
+    async def main():
+        storage = await get_async_storage()
+        assert isinstance(storage, AsyncFailoverStorage)
+        await storage.setex("thread:before", 3600, '{"n": 1}')
+        gateway.fault = "hang"
+        try:
+            ticks = await _ticks_while(lambda: storage.setex("thread:during", 3600, '{"n": 2}'))
+            assert storage.status()["state"] == "degraded"
+            assert await storage.get("thread:during") == '{"n": 2}'
+        finally:
+            gateway.fault = None
+        assert await storage.wait_until_healthy(30)
+        await reset_async_storage()
+        return ticks
+
+    assert asyncio.run(main()) >= 10, "the loop ran while the store hung"
+    with supabase_project.connect() as conn:
+        rows = dict(conn.execute("select thread_id, conversation_data from public.conversation_threads").fetchall())
+    assert rows == {"thread:before": {"n": 1}, "thread:during": {"n": 2}}

@@ -98,3 +98,24 @@ class AsyncSQLiteStorage(_AsyncAdapter):
     async def health(self) -> dict[str, Any]:
         self._ensure_open()
         return await self._run(self.sync_storage.health)
+
+
+class AsyncFailoverStorage(_AsyncAdapter):
+    """A FailoverStorage (remote store plus spool) for asyncio code, each call in a worker thread.
+
+    The spool and its replay thread are synchronous by nature (a local file,
+    a background thread), so the async face runs the one implementation off
+    the event loop rather than keeping a second copy of the failover logic.
+    """
+
+    _offload = True
+
+    def status(self) -> dict[str, Any]:
+        return self.sync_storage.status()
+
+    async def health(self) -> dict[str, Any]:
+        self._ensure_open()
+        return await self._run(self.sync_storage.health)
+
+    async def wait_until_healthy(self, timeout: float) -> bool:
+        return await self._run(self.sync_storage.wait_until_healthy, timeout)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from pathlib import Path
 from typing import Awaitable, Callable
 
-from .async_adapters import AsyncInMemoryStorage, AsyncSQLiteStorage
+from .async_adapters import AsyncFailoverStorage, AsyncInMemoryStorage, AsyncSQLiteStorage
 from .async_base_storage import AsyncThreadStorage
 from .base_storage import ThreadStorage
 from .errors import StorageConfigurationError, StorageError, StorageUnavailableError
@@ -52,6 +53,12 @@ async def create_async_storage(settings: Settings | None = None) -> AsyncThreadS
     if settings.backend == "memory":
         _warn_memory()
         return AsyncInMemoryStorage(_memory(settings))
+    if settings.failover and settings.backend in FAILOVER_BACKENDS:
+        # The failover layer is one (threaded) implementation; run it off the loop.
+        storage = await asyncio.to_thread(create_storage, settings)
+        if isinstance(storage, InMemoryStorage):
+            return AsyncInMemoryStorage(storage)
+        return AsyncFailoverStorage(storage)
     try:
         storage = await _ASYNC_OPENERS[settings.backend](settings)
         try:

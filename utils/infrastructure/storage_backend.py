@@ -21,13 +21,14 @@ import asyncio
 import threading
 from typing import TYPE_CHECKING
 
-from .async_adapters import AsyncInMemoryStorage, AsyncSQLiteStorage
+from .async_adapters import AsyncFailoverStorage, AsyncInMemoryStorage, AsyncSQLiteStorage
 from .async_base_storage import AsyncThreadStorage
 from .backend_factory import create_async_storage, create_storage
 from .base_storage import ThreadStorage
 from .errors import (
     StorageClosedError,
     StorageConfigurationError,
+    StorageConflictError,
     StorageError,
     StoragePermissionError,
     StorageSchemaError,
@@ -35,6 +36,7 @@ from .errors import (
     StorageUnavailableError,
     StorageValueError,
 )
+from .failover_storage import FailoverStorage
 from .memory_storage import InMemoryStorage
 from .settings import Settings, load_settings
 from .sqlite_storage import SQLiteStorage
@@ -44,17 +46,20 @@ if TYPE_CHECKING:
     from .supabase_storage import AsyncSupabaseStorage, SupabaseStorage
 
 __all__ = [
+    "AsyncFailoverStorage",
     "AsyncInMemoryStorage",
     "AsyncPostgresStorage",
     "AsyncSQLiteStorage",
     "AsyncSupabaseStorage",
     "AsyncThreadStorage",
+    "FailoverStorage",
     "InMemoryStorage",
     "PostgresStorage",
     "SQLiteStorage",
     "Settings",
     "StorageClosedError",
     "StorageConfigurationError",
+    "StorageConflictError",
     "StorageError",
     "StoragePermissionError",
     "StorageSchemaError",
