@@ -92,7 +92,17 @@ as $$
     from public.conversation_threads t;
 $$;
 
--- Version 2 of the health report: also says whether the hourly cleanup job
+-- The installed schema version, on its own so that later files replace this
+-- one-line function instead of all of storage_health.
+create or replace function public.conversation_storage_schema_version()
+returns integer
+language sql
+immutable
+security invoker
+set search_path = ''
+as $$ select 2 $$;
+
+-- The health report, now with the version from the function above; it also says whether the hourly cleanup job
 -- is scheduled with pg_cron (null where pg_cron is not installed).
 create or replace function public.storage_health()
 returns jsonb
@@ -106,7 +116,7 @@ declare
     v_job    boolean;
 begin
     select jsonb_build_object(
-        'schema_version', 2,
+        'schema_version', public.conversation_storage_schema_version(),
         'role', current_user,
         'server_time', now(),
         'rls_enabled', c.relrowsecurity,
@@ -139,27 +149,11 @@ end;
 $$;
 
 -- Privileges, as in 003: service_role only.
-do $$
-declare
-    fn   text;
-    role text;
-    functions constant text[] := array[
-        'public.thread_list(text, integer)',
-        'public.thread_touch(text, integer)',
-        'public.delete_user_threads(text)',
-        'public.thread_stats()'
-    ];
-begin
-    foreach fn in array functions loop
-        execute format('revoke execute on function %s from public', fn);
-        foreach role in array array['anon', 'authenticated'] loop
-            if exists (select 1 from pg_catalog.pg_roles where rolname = role) then
-                execute format('revoke execute on function %s from %I', fn, role);
-            end if;
-        end loop;
-        if exists (select 1 from pg_catalog.pg_roles where rolname = 'service_role') then
-            execute format('grant execute on function %s to service_role', fn);
-        end if;
-    end loop;
-end;
-$$;
+select public.conversation_storage_restrict(f)
+  from unnest(array[
+      'public.thread_list(text, integer)',
+      'public.thread_touch(text, integer)',
+      'public.delete_user_threads(text)',
+      'public.thread_stats()',
+      'public.conversation_storage_schema_version()'
+  ]::regprocedure[]) as f;

@@ -132,67 +132,16 @@ begin
 end;
 $$;
 
--- storage_health as in 004, reporting schema version 3.
-create or replace function public.storage_health()
-returns jsonb
-language plpgsql
-stable
+create or replace function public.conversation_storage_schema_version()
+returns integer
+language sql
+immutable
 security invoker
 set search_path = ''
-as $$
-declare
-    v_report jsonb;
-    v_job    boolean;
-begin
-    select jsonb_build_object(
-        'schema_version', 3,
-        'role', current_user,
-        'server_time', now(),
-        'rls_enabled', c.relrowsecurity,
-        'can_access_rows', (
-            r.rolsuper or r.rolbypassrls
-            or pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE')
-        )
-    )
-      into v_report
-      from pg_catalog.pg_class c
-      join pg_catalog.pg_namespace n on n.oid = c.relnamespace
-     cross join pg_catalog.pg_roles r
-     where n.nspname = 'public'
-       and c.relname = 'conversation_threads'
-       and r.rolname = current_user;
+as $$ select 3 $$;
 
-    if v_report is not null and pg_catalog.to_regclass('cron.job') is not null then
-        begin
-            execute 'select exists (select 1 from cron.job where jobname = $1)'
-               into v_job using 'cleanup-expired-threads';
-        exception when insufficient_privilege then
-            v_job := null;
-        end;
-    end if;
-    return v_report || jsonb_build_object('cleanup_job_scheduled', v_job);
-end;
-$$;
-
-do $$
-declare
-    fn   text;
-    role text;
-    functions constant text[] := array[
-        'public.thread_get_versioned(text)',
-        'public.thread_set_if_version(text, text, integer, bigint, text, jsonb)'
-    ];
-begin
-    foreach fn in array functions loop
-        execute format('revoke execute on function %s from public', fn);
-        foreach role in array array['anon', 'authenticated'] loop
-            if exists (select 1 from pg_catalog.pg_roles where rolname = role) then
-                execute format('revoke execute on function %s from %I', fn, role);
-            end if;
-        end loop;
-        if exists (select 1 from pg_catalog.pg_roles where rolname = 'service_role') then
-            execute format('grant execute on function %s to service_role', fn);
-        end if;
-    end loop;
-end;
-$$;
+select public.conversation_storage_restrict(f)
+  from unnest(array[
+      'public.thread_get_versioned(text)',
+      'public.thread_set_if_version(text, text, integer, bigint, text, jsonb)'
+  ]::regprocedure[]) as f;

@@ -68,8 +68,6 @@ as $$
     select exists (select 1 from gone);
 $$;
 
--- The installed schema version, on its own so that later files only replace
--- this one-line function instead of all of storage_health.
 create or replace function public.conversation_storage_schema_version()
 returns integer
 language sql
@@ -78,68 +76,8 @@ security invoker
 set search_path = ''
 as $$ select 4 $$;
 
--- storage_health, last redefined here: the version now comes from the function above.
-create or replace function public.storage_health()
-returns jsonb
-language plpgsql
-stable
-security invoker
-set search_path = ''
-as $$
-declare
-    v_report jsonb;
-    v_job    boolean;
-begin
-    select jsonb_build_object(
-        'schema_version', public.conversation_storage_schema_version(),
-        'role', current_user,
-        'server_time', now(),
-        'rls_enabled', c.relrowsecurity,
-        'can_access_rows', (
-            r.rolsuper or r.rolbypassrls
-            or pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE')
-        )
-    )
-      into v_report
-      from pg_catalog.pg_class c
-      join pg_catalog.pg_namespace n on n.oid = c.relnamespace
-     cross join pg_catalog.pg_roles r
-     where n.nspname = 'public'
-       and c.relname = 'conversation_threads'
-       and r.rolname = current_user;
-
-    if v_report is not null and pg_catalog.to_regclass('cron.job') is not null then
-        begin
-            execute 'select exists (select 1 from cron.job where jobname = $1)'
-               into v_job using 'cleanup-expired-threads';
-        exception when insufficient_privilege then
-            v_job := null;
-        end;
-    end if;
-    return v_report || jsonb_build_object('cleanup_job_scheduled', v_job);
-end;
-$$;
-
-do $$
-declare
-    fn   text;
-    role text;
-    functions constant text[] := array[
-        'public.thread_replay_set(text, text, integer, timestamptz, text, jsonb)',
-        'public.thread_replay_delete(text, timestamptz)',
-        'public.conversation_storage_schema_version()'
-    ];
-begin
-    foreach fn in array functions loop
-        execute format('revoke execute on function %s from public', fn);
-        foreach role in array array['anon', 'authenticated'] loop
-            if exists (select 1 from pg_catalog.pg_roles where rolname = role) then
-                execute format('revoke execute on function %s from %I', fn, role);
-            end if;
-        end loop;
-        if exists (select 1 from pg_catalog.pg_roles where rolname = 'service_role') then
-            execute format('grant execute on function %s to service_role', fn);
-        end if;
-    end loop;
-end;
-$$;
+select public.conversation_storage_restrict(f)
+  from unnest(array[
+      'public.thread_replay_set(text, text, integer, timestamptz, text, jsonb)',
+      'public.thread_replay_delete(text, timestamptz)'
+  ]::regprocedure[]) as f;

@@ -100,10 +100,15 @@ def test_gateway_failures_lose_nothing(supabase_project, tmp_path, fault):
         with _failover(primary, tmp_path) as storage, Workload(storage) as work:
             time.sleep(0.3)
             gateway.fault = fault
-            time.sleep(1.5)
-            assert storage.status()["state"] == DEGRADED
+            # Wait for the workload to notice (slow under a loaded machine), then
+            # let it write into the spool for a while.
+            deadline = time.monotonic() + 15
+            while storage.status()["state"] != DEGRADED and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert storage.status()["state"] == DEGRADED, (storage.status(), work.errors)
+            time.sleep(1.0)
             gateway.fault = None
-            assert storage.wait_until_healthy(30)
+            assert storage.wait_until_healthy(60), (storage.status(), work.errors)
     finally:
         gateway.fault = None
     assert work.errors == []
