@@ -111,9 +111,9 @@ class FailoverStorage(RemoteFunctionStorage):
                 self.spool.append_set(key, ttl_seconds, value, user_id, metadata)
 
     def _delete(self, key: str) -> bool:
-        was_live = self._spooled_value(key) is not None
-        if self._spooled_if_degraded(lambda: self.spool.append_delete(key)):
-            return was_live
+        with self._state_lock:
+            if self._state == DEGRADED:
+                return self._spool_delete(key)
         try:
             deleted = self.primary._delete(key)
             self._supersede(key)
@@ -121,8 +121,13 @@ class FailoverStorage(RemoteFunctionStorage):
         except StorageUnavailableError as exc:
             with self._state_lock:
                 self._degrade(exc)
-                self.spool.append_delete(key)
-            return was_live
+                return self._spool_delete(key)
+
+    def _spool_delete(self, key: str) -> bool:
+        """Spool a delete; True when the spool held a live value (the store cannot be asked)."""
+        was_live = self._spooled_value(key) is not None
+        self.spool.append_delete(key)
+        return was_live
 
     def _get(self, key: str) -> str | None:
         return self._get_versioned(key)[0]
