@@ -36,8 +36,8 @@ def postgres_server():
 
 
 @pytest.fixture(scope="session")
-def local_supabase(postgres_server):
-    stack = LocalSupabase(postgres_server)
+def local_supabase():
+    stack = LocalSupabase()
     yield stack
     stack.close()
 
@@ -103,7 +103,7 @@ def _open_backend(name: str, request, runner: EventLoopThread | None):
         storage = runner.run(AsyncPostgresStorage.create(dsn)) if runner else PostgresStorage(dsn)
         return storage, PostgresStorage(dsn, max_size=2)
     project = request.getfixturevalue("supabase_project")
-    args = (project.url, project.service_role_key)
+    args = (project.url, project.secret_key)
     storage = runner.run(AsyncSupabaseStorage.create(*args)) if runner else SupabaseStorage(*args)
     return storage, SupabaseStorage(*args)
 

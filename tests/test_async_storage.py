@@ -90,7 +90,7 @@ def test_postgres_waits_for_a_lock_without_blocking_the_loop(postgres_server, po
 
 def test_supabase_request_does_not_block_the_loop(supabase_project):
     async def main():
-        storage = await AsyncSupabaseStorage.create(supabase_project.url, supabase_project.service_role_key)
+        storage = await AsyncSupabaseStorage.create(supabase_project.url, supabase_project.secret_key)
         await storage.setex("thread:x", 60, "{}")
         with supabase_project.connect() as locker:
             locker.execute("begin")
@@ -133,7 +133,7 @@ def test_get_async_storage_picks_the_configured_backend(clean_env, request, tmp_
     elif backend == "supabase":
         project = request.getfixturevalue("supabase_project")
         clean_env.setenv("SUPABASE_URL", project.url)
-        clean_env.setenv("SUPABASE_KEY", project.service_role_key)
+        clean_env.setenv("SUPABASE_KEY", project.secret_key)
 
     async def main():
         first = await get_async_storage()
@@ -172,7 +172,7 @@ def test_async_daemons_get_failover_too(clean_env, supabase_project):
 
     clean_env.setenv("CONVERSATION_STORAGE_BACKEND", "supabase")
     clean_env.setenv("SUPABASE_URL", supabase_project.url)
-    clean_env.setenv("SUPABASE_KEY", supabase_project.service_role_key)
+    clean_env.setenv("SUPABASE_KEY", supabase_project.secret_key)
     clean_env.setenv("CONVERSATION_STORAGE_TIMEOUT_SECONDS", "0.5")
     gateway = supabase_project.gateway
 

@@ -34,7 +34,7 @@ def supabase_env(supabase_project):
     return {
         "CONVERSATION_STORAGE_BACKEND": "supabase",
         "SUPABASE_URL": supabase_project.url,
-        "SUPABASE_KEY": supabase_project.service_role_key,
+        "SUPABASE_KEY": supabase_project.secret_key,
     }
 
 
@@ -95,17 +95,27 @@ def test_doctor_passes_against_a_healthy_supabase_project(supabase_env):
     statuses = {c["check"]: c["status"] for c in report["checks"]}
     assert result.returncode == 0, result.stdout
     assert statuses == {
-        "configuration": "PASS", "reachability": "PASS", "key role": "PASS", "schema version": "PASS",
-        "row level security": "PASS", "hourly cleanup": "WARN",  # the gateway's database has no pg_cron
-        "failover": "PASS",
+        "configuration": "PASS", "API key": "PASS", "reachability": "PASS", "key role": "PASS",
+        "schema version": "PASS", "row level security": "PASS", "hourly cleanup": "PASS", "failover": "PASS",
     }
 
 
-def test_doctor_names_the_fix_for_an_anon_key(supabase_env, supabase_project):
-    result = run(["doctor"], {**supabase_env, "SUPABASE_KEY": supabase_project.anon_key})
+@pytest.mark.parametrize(("key_name", "kind"), [("publishable_key", "publishable key"), ("anon_key", "role 'anon'")])
+def test_doctor_names_the_key_kind_and_the_fix(supabase_env, supabase_project, key_name, kind):
+    result = run(["doctor"], {**supabase_env, "SUPABASE_KEY": getattr(supabase_project, key_name)})
     assert result.returncode == 4
-    assert "FAIL  key role" in result.stdout
-    assert "fix: use the service-role key" in result.stdout
+    assert "FAIL  API key: SUPABASE_KEY is a" in result.stdout
+    assert kind in result.stdout
+    assert "fix: use the secret key (sb_secret_...)" in result.stdout
+    assert "reachability" not in result.stdout, "nothing is asked of a store the key cannot use"
+
+
+def test_doctor_warns_about_a_legacy_service_role_key(supabase_env, supabase_project):
+    result = run(["--json", "doctor"], {**supabase_env, "SUPABASE_KEY": supabase_project.service_role_key})
+    checks = {c["check"]: c for c in json.loads(result.stdout)["checks"]}
+    assert result.returncode == 0
+    assert checks["API key"]["status"] == "WARN"
+    assert "retires legacy JWT API keys" in checks["API key"]["detail"]
 
 
 def test_doctor_fails_on_memory_and_on_bad_configuration():

@@ -38,7 +38,7 @@ def test_three_processes_add_turns_to_one_thread_and_none_is_lost(backend, reque
         env["DATABASE_URL"] = request.getfixturevalue("postgres_dsn")
     else:
         project = request.getfixturevalue("supabase_project")
-        env.update(SUPABASE_URL=project.url, SUPABASE_KEY=project.service_role_key)
+        env.update(SUPABASE_URL=project.url, SUPABASE_KEY=project.secret_key)
     workers = [
         subprocess.Popen([sys.executable, "-c", WORKER, name], cwd=PROJECT_ROOT, env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -37,7 +37,7 @@ def test_thread_written_by_one_process_is_read_by_the_next(supabase_project):
         **os.environ,
         "CONVERSATION_STORAGE_BACKEND": "supabase",
         "SUPABASE_URL": supabase_project.url,
-        "SUPABASE_KEY": supabase_project.service_role_key,
+        "SUPABASE_KEY": supabase_project.secret_key,
         "CONVERSATION_STORAGE_STRICT": "true",
     }
     key = f"thread:{uuid.uuid4()}"

@@ -92,10 +92,10 @@ def test_postgres_stopped_immediately_mid_workload_loses_nothing(tmp_path):
                 assert _stored(conn, key) == value, key
 
 
-@pytest.mark.parametrize("fault", ["503", "hang", "close"])
+@pytest.mark.parametrize("fault", ["503", "502", "504", "520", "hang", "close"])
 def test_gateway_failures_lose_nothing(supabase_project, tmp_path, fault):
     gateway = supabase_project.gateway
-    primary = SupabaseStorage(supabase_project.url, supabase_project.service_role_key, timeout_seconds=0.5)
+    primary = SupabaseStorage(supabase_project.url, supabase_project.secret_key, timeout_seconds=0.5)
     try:
         with _failover(primary, tmp_path) as storage, Workload(storage) as work:
             time.sleep(0.3)
@@ -119,7 +119,7 @@ def test_gateway_failures_lose_nothing(supabase_project, tmp_path, fault):
 
 def test_reads_during_an_outage_are_served_from_the_spool(supabase_project, tmp_path):
     gateway = supabase_project.gateway
-    primary = SupabaseStorage(supabase_project.url, supabase_project.service_role_key, timeout_seconds=0.5)
+    primary = SupabaseStorage(supabase_project.url, supabase_project.secret_key, timeout_seconds=0.5)
     primary.setex("thread:before", 3600, '{"old": true}')
     try:
         with _failover(primary, tmp_path) as storage:
@@ -143,7 +143,7 @@ def test_reads_during_an_outage_are_served_from_the_spool(supabase_project, tmp_
 
 def test_replay_never_overwrites_a_newer_value(supabase_project, tmp_path):
     gateway = supabase_project.gateway
-    primary = SupabaseStorage(supabase_project.url, supabase_project.service_role_key, timeout_seconds=0.5)
+    primary = SupabaseStorage(supabase_project.url, supabase_project.secret_key, timeout_seconds=0.5)
     primary.setex("thread:rewritten", 3600, '{"v": "original"}')
     primary.setex("thread:kept-alive", 3600, '{"v": "original"}')
     primary.setex("thread:deleted", 3600, '{"v": "original"}')
@@ -185,7 +185,7 @@ def test_writes_spooled_by_a_killed_daemon_are_replayed_by_the_next(supabase_pro
         **{k: v for k, v in os.environ.items() if not k.startswith(("CONVERSATION_", "SUPABASE_"))},
         "CONVERSATION_STORAGE_BACKEND": "supabase",
         "SUPABASE_URL": supabase_project.url,
-        "SUPABASE_KEY": supabase_project.service_role_key,
+        "SUPABASE_KEY": supabase_project.secret_key,
         "CONVERSATION_SPOOL_PATH": str(tmp_path / "spool.sqlite3"),
         "CONVERSATION_STORAGE_TIMEOUT_SECONDS": "1",
     }
@@ -223,7 +223,7 @@ def test_startup_with_the_store_down_runs_on_the_spool_then_recovers(clean_env, 
 
     clean_env.setenv("CONVERSATION_STORAGE_BACKEND", "supabase")
     clean_env.setenv("SUPABASE_URL", supabase_project.url)
-    clean_env.setenv("SUPABASE_KEY", supabase_project.service_role_key)
+    clean_env.setenv("SUPABASE_KEY", supabase_project.secret_key)
     clean_env.setenv("CONVERSATION_STORAGE_TIMEOUT_SECONDS", "1")
     supabase_project.gateway.fault = "close"
     try:
@@ -242,7 +242,7 @@ def test_startup_with_the_store_down_runs_on_the_spool_then_recovers(clean_env, 
 
 def test_an_open_circuit_probes_with_growing_pauses(supabase_project, tmp_path):
     gateway = supabase_project.gateway
-    primary = SupabaseStorage(supabase_project.url, supabase_project.service_role_key, timeout_seconds=0.5)
+    primary = SupabaseStorage(supabase_project.url, supabase_project.secret_key, timeout_seconds=0.5)
     try:
         with _failover(primary, tmp_path) as storage:  # first probe after 0.2 s, doubling to 1 s
             gateway.fault = "503"

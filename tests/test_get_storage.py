@@ -36,7 +36,7 @@ def test_memory_is_the_default_and_warns_that_threads_are_lost(clean_env, caplog
 
 
 def test_supabase_is_used_when_configured_and_reachable(clean_env, supabase_project, caplog):
-    _use_supabase(clean_env, supabase_project.url, supabase_project.service_role_key,
+    _use_supabase(clean_env, supabase_project.url, supabase_project.secret_key,
                   CONVERSATION_STORAGE_FAILOVER="false")
     with caplog.at_level(logging.INFO):
         storage = get_storage()
@@ -70,11 +70,12 @@ def test_strict_mode_raises_instead_of_falling_back(clean_env):
         get_storage()
 
 
-def test_anon_key_falls_back_naming_the_service_role_key(clean_env, supabase_project, caplog):
-    _use_supabase(clean_env, supabase_project.url, supabase_project.anon_key)
+def test_a_publishable_key_falls_back_naming_the_key_and_the_fix(clean_env, supabase_project, caplog):
+    _use_supabase(clean_env, supabase_project.url, supabase_project.publishable_key)
     with caplog.at_level(logging.WARNING):
         assert isinstance(get_storage(), InMemoryStorage)
-    assert "service-role" in caplog.text
+    assert "publishable key (sb_publishable_...)" in caplog.text
+    assert "secret key (sb_secret_" in caplog.text
     reset_storage()
     clean_env.setenv("CONVERSATION_STORAGE_STRICT", "1")
     with pytest.raises(StoragePermissionError):
@@ -108,7 +109,7 @@ def test_singleton_is_shared_across_threads(clean_env):
 def test_reset_closes_and_rereads_the_environment(clean_env, supabase_project):
     first = get_storage()
     assert isinstance(first, InMemoryStorage)
-    _use_supabase(clean_env, supabase_project.url, supabase_project.service_role_key)
+    _use_supabase(clean_env, supabase_project.url, supabase_project.secret_key)
     assert get_storage() is first, "the environment is read once"
     reset_storage()
     assert first.closed

@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from tests.support.database import apply_sql, sql_files
+from tests.support.database import PG_CRON_SETTINGS, apply_sql, sql_files
 from tests.support.postgres_server import PostgresServer
 
 JOB = "cleanup-expired-threads"
@@ -13,13 +13,7 @@ JOB = "cleanup-expired-threads"
 
 @pytest.fixture(scope="module")
 def cron_server():
-    server = PostgresServer(settings={
-        "shared_preload_libraries": "pg_cron",
-        "cron.database_name": "postgres",
-        # Jobs run inside the server, so they need no login of their own.
-        "cron.use_background_workers": "on",
-        "max_worker_processes": "20",
-    })
+    server = PostgresServer(settings=PG_CRON_SETTINGS)
     try:
         server.start()
     except RuntimeError as exc:

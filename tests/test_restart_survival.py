@@ -32,7 +32,7 @@ def test_nothing_acknowledged_is_lost(backend, request, tmp_path):
         env = {"DATABASE_URL": request.getfixturevalue("postgres_dsn")}
     else:
         project = request.getfixturevalue("supabase_project")
-        env = {"SUPABASE_URL": project.url, "SUPABASE_KEY": project.service_role_key}
+        env = {"SUPABASE_URL": project.url, "SUPABASE_KEY": project.secret_key}
     code, summary = _survive({"CONVERSATION_STORAGE_BACKEND": backend, **env})
     assert summary["writer_killed_with_sigkill"] is True
     assert summary["backend"] == backend

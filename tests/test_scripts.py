@@ -24,7 +24,7 @@ def test_smoke_test_passes_against_supabase(supabase_project):
     result = _run(SMOKE_TEST, {
         "CONVERSATION_STORAGE_BACKEND": "supabase",
         "SUPABASE_URL": supabase_project.url,
-        "SUPABASE_KEY": supabase_project.service_role_key,
+        "SUPABASE_KEY": supabase_project.secret_key,
     })
     assert result.returncode == 0, result.stdout + result.stderr
     assert "FAIL" not in result.stdout

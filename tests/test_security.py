@@ -25,12 +25,33 @@ CALLS = [
                                "p_expected_version": 0}),
 ]
 
+BROWSER = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
+
+
+def _as_sdk(key: str) -> dict[str, str]:
+    """Headers as supabase-py sends a key: apikey and the same key as Bearer token."""
+    return {"apikey": key, "Authorization": f"Bearer {key}"}
+
+
+# Each refused by the API gateway (no or unknown apikey, secret key from a
+# browser), by PostgREST (bad tokens) or by the database (no EXECUTE for the role).
 CREDENTIALS = {
-    "anon key": lambda p: {"apikey": p.anon_key},
+    "anon key": lambda p: _as_sdk(p.anon_key),
+    "publishable key": lambda p: _as_sdk(p.publishable_key),
     "authenticated user": lambda p: {"apikey": p.anon_key, "Authorization": f"Bearer {p.authenticated_key}"},
+    "user with publishable key": lambda p: {"apikey": p.publishable_key,
+                                            "Authorization": f"Bearer {p.authenticated_key}"},
+    "user token as apikey": lambda p: {"apikey": p.authenticated_key},
     "no key": lambda p: {},
-    "wrong secret": lambda p: {"apikey": make_key("service_role", secret="x" * 40)},
-    "expired": lambda p: {"apikey": make_key("service_role", expires_in=-3600)},
+    "token without apikey": lambda p: {"Authorization": f"Bearer {p.service_role_key}"},
+    "guessed secret key": lambda p: _as_sdk("sb_secret_" + "A" * 32),
+    "secret key from a browser": lambda p: {**_as_sdk(p.secret_key), "User-Agent": BROWSER},
+    "forged service_role key": lambda p: _as_sdk(make_key("service_role", secret="x" * 40)),
+    "forged token, anon key": lambda p: {"apikey": p.anon_key,
+                                         "Authorization": f"Bearer {make_key('service_role', secret='x' * 40)}"},
+    "expired token, publishable key": lambda p: {
+        "apikey": p.publishable_key, "Authorization": f"Bearer {make_key('service_role', expires_in=-3600)}"},
+    "unknown service_role JWT": lambda p: _as_sdk(make_key("service_role")),
 }
 
 
@@ -112,5 +133,6 @@ def test_catalog_follows_the_supabase_linter_rules(supabase_project):
     assert len(functions) >= 11
     for name, definer, config, anon, authenticated, public in functions:
         assert any(c.startswith("search_path=") for c in (config or [])), f"{name}: search_path not fixed"
-        assert not definer, f"{name}: SECURITY DEFINER"
+        # The one definer reads pg_cron's job table, which only its owner may (see sql/008).
+        assert not definer or name == "conversation_storage_cleanup_job_scheduled()", f"{name}: SECURITY DEFINER"
         assert not (anon or authenticated or public), f"{name}: executable by PUBLIC/anon/authenticated"

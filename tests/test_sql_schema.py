@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.database import apply_sql, prepare_supabase_database
+from tests.support.database import apply_sql
 
 FUNCTIONS = [
     "thread_set", "thread_get", "thread_delete", "cleanup_expired_threads", "storage_health",
@@ -12,14 +12,14 @@ FUNCTIONS = [
     "thread_get_versioned", "thread_set_if_version", "thread_replay_set", "thread_replay_delete",
     "conversation_storage_schema_version",
 ]
+#: Runs as its owner to read pg_cron's cron.job, which Supabase grants to postgres only.
+DEFINER = "conversation_storage_cleanup_job_scheduled"
 
 
 @pytest.fixture(scope="module")
-def supabase_db(postgres_server):
-    name = postgres_server.create_database("schema_supabase")
-    with postgres_server.connect(name) as conn:
-        prepare_supabase_database(conn)
-        apply_sql(conn)
+def supabase_db(local_supabase):
+    """The Supabase stand-in's database, as the project owner ``postgres`` (not a superuser)."""
+    with local_supabase.connect_as_owner() as conn:
         yield conn
 
 
@@ -69,6 +69,31 @@ def test_function_has_fixed_search_path_and_runs_as_invoker(supabase_db, functio
     ).fetchone()
     assert 'search_path=""' in (config or [])
     assert definer is False
+
+
+def test_the_one_definer_takes_nothing_and_only_service_role_runs_it(supabase_db):
+    args, config, owner = supabase_db.execute(
+        "select p.pronargs, p.proconfig, p.proowner::regrole::text from pg_proc p where p.oid = %s::regproc",
+        (f"public.{DEFINER}",),
+    ).fetchone()
+    assert (args, owner) == (0, "postgres")
+    assert 'search_path=""' in (config or [])
+    may_run = {
+        role: supabase_db.execute("select has_function_privilege(%s, %s, 'EXECUTE')",
+                                  (role, f"public.{DEFINER}()")).fetchone()[0]
+        for role in ("anon", "authenticated", "service_role")
+    }
+    assert may_run == {"anon": False, "authenticated": False, "service_role": True}
+
+
+def test_service_role_cannot_use_the_cron_schema_yet_health_sees_the_job(supabase_db):
+    # As on Supabase: pg_cron's schema belongs to postgres alone.
+    assert supabase_db.execute("select has_schema_privilege('service_role', 'cron', 'USAGE')").fetchone()[0] is False
+    with supabase_db.transaction():
+        supabase_db.execute("set local role service_role")
+        report = supabase_db.execute("select public.storage_health()").fetchone()[0]
+    assert report["pg_cron_installed"] is True
+    assert report["cleanup_job_scheduled"] is True
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)

@@ -247,7 +247,7 @@ def main() -> int:
     tmp = tempfile.TemporaryDirectory()
     try:
         postgres = PostgresStorage(stack.dsn, max_size=4)
-        supabase = SupabaseStorage(stack.supabase_url, stack.service_role_key)
+        supabase = SupabaseStorage(stack.supabase_url, stack.secret_key)
         backends = {
             "memory": InMemoryStorage(),
             "sqlite": SQLiteStorage(Path(tmp.name) / "bench.sqlite3"),

@@ -14,22 +14,31 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.support.database import AUTHENTICATOR_PASSWORD, apply_sql, prepare_supabase_database  # noqa: E402
-from tests.support.local_supabase import JWT_SECRET, make_key  # noqa: E402
+from tests.support.database import (  # noqa: E402
+    AUTHENTICATOR_PASSWORD,
+    PG_CRON_SETTINGS,
+    apply_sql,
+    prepare_supabase_database,
+)
+from tests.support.local_supabase import JWT_SECRET  # noqa: E402
 from tests.support.postgres_server import PASSWORD, PostgresServer, free_port  # noqa: E402
 from tests.support.rpc_gateway import COUNTS_PATH  # noqa: E402
 
 
 class Stack:
-    """A durable Postgres (fsync on), the RPC gateway as a process of its own, and redis-server if installed."""
+    """A durable Postgres (fsync on) set up like Supabase's, the RPC gateway as a process of its own,
+    and redis-server if installed."""
 
     def __init__(self) -> None:
-        self.postgres = PostgresServer(durable=True).start()
-        with self.postgres.connect() as conn:
-            prepare_supabase_database(conn)
-            apply_sql(conn)
-            self.postgres_version = conn.execute("show server_version").fetchone()[0]
-        self.dsn = self.postgres.dsn_for("postgres", password=PASSWORD)
+        # Set up as Supabase sets up a project (see tests/support/supabase_init.sql);
+        # the postgres backend connects as the project owner, as users do.
+        self.postgres = PostgresServer(durable=True, superuser="supabase_admin", settings=PG_CRON_SETTINGS).start()
+        with self.postgres.connect() as admin:
+            prepare_supabase_database(admin)
+            self.postgres_version = admin.execute("show server_version").fetchone()[0]
+        with self.postgres.connect(user="postgres") as owner:
+            apply_sql(owner)
+        self.dsn = self.postgres.dsn_for("postgres", user="postgres", password=PASSWORD)
         port = free_port()
         self._gateway = subprocess.Popen(
             [sys.executable, "-m", "tests.support.rpc_gateway", "--port", str(port), "--jwt-secret", JWT_SECRET,
@@ -37,8 +46,11 @@ class Stack:
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         self._gateway.stdout.readline()  # "RPC gateway on ..." once it listens
+        # Then the project's keys, name=value: its gateway accepts no others.
+        keys = dict(self._gateway.stdout.readline().strip().split("=", 1) for _ in range(4))
         self.supabase_url = f"http://127.0.0.1:{port}"
-        self.service_role_key = make_key("service_role")
+        self.service_role_key = keys["service_role_key"]
+        self.secret_key = keys["secret_key"]
         self.redis_port: int | None = None
         self._redis: subprocess.Popen | None = None
         if shutil.which("redis-server"):

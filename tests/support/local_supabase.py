@@ -4,55 +4,54 @@ project's sql/ applied, and the RPC gateway in front, with API keys to match.
 
 from __future__ import annotations
 
-import time
-
-import jwt
-
-from .database import AUTHENTICATOR_PASSWORD, apply_sql, prepare_supabase_database
+from .database import AUTHENTICATOR_PASSWORD, PG_CRON_SETTINGS, apply_sql, prepare_supabase_database
 from .postgres_server import PostgresServer
 from .rpc_gateway import RpcGateway
-
-JWT_SECRET = "local-test-jwt-secret-with-at-least-32-characters"
-
-
-PROJECT_KEY_LIFETIME = 10 * 365 * 24 * 3600  # Supabase's anon/service_role keys last ~10 years
-
-
-def make_key(
-    role: str | None, *, secret: str = JWT_SECRET, expires_in: int = PROJECT_KEY_LIFETIME, issued_ago: int = 86400, **claims
-) -> str:
-    """An API key / user token as Supabase issues them: an HS256 JWT with a role claim."""
-    now = int(time.time())
-    payload = {"iss": "supabase", "iat": now - issued_ago, "exp": now + expires_in, **claims}
-    if role is not None:
-        payload["role"] = role
-    return jwt.encode(payload, secret, algorithm="HS256")
+from .supabase_edge import JWT_SECRET, make_key  # noqa: F401 (re-exported: tests import them from here)
 
 
 class LocalSupabase:
-    """Database ``dbname`` on ``server``, prepared like a Supabase project, behind the gateway.
+    """A cluster of its own set up as Supabase sets up a project, sql/ applied, the gateway in front.
 
-    ``apply_schema=False`` leaves out sql/, like a project nobody has set up yet.
+    As on Supabase: the superuser is ``supabase_admin``, the project's
+    database is ``postgres``, pg_cron is preloaded and enabled with Supabase's
+    grants, and sql/ is applied by the role ``postgres``, which is not a
+    superuser (as in the dashboard's SQL editor). ``apply_schema=False``
+    leaves sql/ out, like a project nobody has set up yet.
     """
 
-    def __init__(self, server: PostgresServer, dbname: str = "supabase", *, apply_schema: bool = True) -> None:
-        self.server = server
-        self.dbname = server.create_database(dbname)
-        with server.connect(dbname) as conn:
-            prepare_supabase_database(conn)
+    def __init__(self, *, apply_schema: bool = True, durable: bool = False) -> None:
+        self.server = PostgresServer(superuser="supabase_admin", settings=PG_CRON_SETTINGS, durable=durable)
+        self.dbname = "postgres"
+        self.server.start()
+        try:
+            with self.server.connect() as admin:
+                prepare_supabase_database(admin)
             if apply_schema:
-                apply_sql(conn)
-        self.gateway = RpcGateway(
-            server.dsn_for(dbname, user="authenticator", password=AUTHENTICATOR_PASSWORD), JWT_SECRET
-        ).start()
+                with self.connect_as_owner() as owner:
+                    apply_sql(owner)
+            self.gateway = RpcGateway(
+                self.server.dsn_for(self.dbname, user="authenticator", password=AUTHENTICATOR_PASSWORD), JWT_SECRET
+            ).start()
+        except BaseException:
+            self.server.cleanup()
+            raise
         self.url = self.gateway.url
-        self.service_role_key = make_key("service_role")
-        self.anon_key = make_key("anon")
+        # The project's keys: the gateway accepts no other value as apikey.
+        self.keys = self.gateway.keys
+        self.anon_key, self.service_role_key = self.keys.anon, self.keys.service_role
+        self.publishable_key, self.secret_key = self.keys.publishable, self.keys.secret
+        # A signed-in user's token: sent as Authorization, with apikey = anon or publishable key.
         self.authenticated_key = make_key("authenticated", expires_in=3600, sub="user-1", aud="authenticated")
 
     def connect(self):
         """A superuser connection to the project's database, for checking rows in SQL."""
         return self.server.connect(self.dbname)
 
+    def connect_as_owner(self):
+        """A connection as ``postgres``, the role a project's owner works as (SQL editor, migrations)."""
+        return self.server.connect(self.dbname, user="postgres")
+
     def close(self) -> None:
         self.gateway.stop()
+        self.server.cleanup()

@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 
 SERVER_USER = "postgres"
-#: Password of the superuser ``postgres`` in throwaway servers.
+#: Password of every login role the harness creates in throwaway servers.
 PASSWORD = "postgres-test-password"
 
 
@@ -55,8 +55,11 @@ def free_port() -> int:
 class PostgresServer:
     """Start with :meth:`start`, stop with :meth:`stop` (or use as a context manager)."""
 
-    def __init__(self, *, settings: dict[str, str] | None = None, durable: bool = False) -> None:
+    def __init__(
+        self, *, settings: dict[str, str] | None = None, durable: bool = False, superuser: str = "postgres"
+    ) -> None:
         self.bindir = find_bindir()
+        self.superuser = superuser
         self.port = free_port()
         self.as_root = os.geteuid() == 0
         self.settings = {
@@ -79,7 +82,8 @@ class PostgresServer:
     def dsn(self) -> str:
         return self.dsn_for("postgres")
 
-    def dsn_for(self, dbname: str, user: str = "postgres", password: str | None = None) -> str:
+    def dsn_for(self, dbname: str, user: str | None = None, password: str | None = None) -> str:
+        user = user or self.superuser
         auth = f"{user}:{password}" if password else user
         return f"postgresql://{auth}@127.0.0.1:{self.port}/{dbname}"
 
@@ -87,7 +91,7 @@ class PostgresServer:
         if self.as_root:
             shutil.chown(self.root, SERVER_USER, SERVER_USER)
         self._run(
-            "initdb", "-D", str(self.datadir), "-U", "postgres", "-E", "UTF8",
+            "initdb", "-D", str(self.datadir), "-U", self.superuser, "-E", "UTF8",
             "--locale=C", "--auth-local=trust", "--auth-host=scram-sha-256",
             "--pwfile", str(self._password_file()), "-N",
         )
@@ -111,8 +115,8 @@ class PostgresServer:
         self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def connect(self, dbname: str = "postgres", **kwargs) -> psycopg.Connection:
-        return psycopg.connect(self.dsn_for(dbname, password=PASSWORD), autocommit=True, **kwargs)
+    def connect(self, dbname: str = "postgres", *, user: str | None = None, **kwargs) -> psycopg.Connection:
+        return psycopg.connect(self.dsn_for(dbname, user=user, password=PASSWORD), autocommit=True, **kwargs)
 
     def create_database(self, name: str) -> str:
         with self.connect() as conn:

@@ -1,50 +1,74 @@
-"""A PostgREST-compatible RPC gateway, for tests on machines without PostgREST.
+"""A stand-in for a Supabase project's HTTP API, for machines without PostgREST.
 
-It stands in for Supabase's API (its key check and PostgREST's RPC endpoint)
-in front of a real PostgreSQL, so the real supabase-py client can be tested
-end to end over HTTP. It follows PostgREST's documented RPC rules:
+Two layers on loopback in front of a real PostgreSQL, so the real supabase-py
+client can be tested end to end over HTTP:
 
-- ``POST /rest/v1/rpc/{fn}`` (also ``/rpc/{fn}``); header names are
-  case-insensitive.
-- The token is ``Authorization: Bearer <jwt>``, or the ``apikey`` header when
-  there is no Authorization header (what Supabase's API gateway does). It must
-  be an HS256 JWT signed with the project's secret, valid within PostgREST's
-  30 s clock skew; its ``role`` claim (as text) is the database role, the anon
-  role when missing, and the resolved role is written back into the claims.
-  No token at all is refused with 401 like Supabase's API gateway; a bad token
-  is 401 ``PGRST301``, an expired or not-yet-valid one 401 ``PGRST303``; an
-  Authorization scheme other than Bearer runs as anon.
-- One transaction per request: ``set_config('role', ..., true)``,
+``/rest/v1/...`` -- Supabase's API gateway, then PostgREST
+    The gateway part (:mod:`tests.support.supabase_edge`) admits only the
+    project's four API keys (legacy ``anon``/``service_role`` JWTs,
+    ``sb_publishable_``/``sb_secret_`` keys) in ``apikey``, answers 401 with
+    Supabase's own bodies otherwise (no API key, invalid API key, secret key
+    from a browser's User-Agent), and hands PostgREST an ``Authorization``:
+    a short-lived JWT of the key's role for an opaque key, the key itself for a
+    legacy one, or the user's own token, passed through.
+
+``/rpc/{fn}`` -- PostgREST alone, as on its own port
+    No gateway: for tests of PostgREST's rules themselves.
+
+The PostgREST part follows PostgREST's RPC rules (checked against its source,
+Error.hs, Plan.hs, MainTx.hs, Auth.hs):
+
+- Only ``Authorization: Bearer <jwt>`` is read (``apikey`` is the gateway's
+  business). The JWT must be HS256, signed with the project's secret, valid
+  within a 30 s clock skew; its ``role`` claim (as text) is the database role,
+  the anon role when missing, and the resolved role is written back into the
+  claims. No token, or a scheme other than Bearer, runs as anon. A bad token is
+  401 ``PGRST301``, an expired or not-yet-valid one 401 ``PGRST303``.
+- One READ COMMITTED transaction per request, READ ONLY when the function is
+  STABLE or IMMUTABLE (a write then fails with 25006 -> 405), read-write when
+  VOLATILE: ``set_config('role', ..., true)``,
   ``set_config('request.jwt.claims', ..., true)``, the role's own settings
   (e.g. statement_timeout), ``search_path``, then the call; any error rolls
   everything back. A POST's schema is chosen by ``Content-Profile`` (406
   ``PGRST106`` for any other than the exposed one).
 - The JSON body's keys must be the function's required parameters plus any
   subset of its defaulted ones, else 404 ``PGRST202``. Arguments are typed by
-  the function's declared parameter types through ``json_to_record``, as
-  PostgREST does, so a badly typed value fails in Postgres (22P02 -> 400).
+  the function's declared parameter types through ``json_to_record``, so a
+  badly typed value fails in Postgres (22P02 -> 400).
 - Results: a scalar as bare JSON with 200, NULL as ``null``, void as 204 with
   no body, SETOF as a JSON array. Errors as ``{"code", "message", "details",
   "hint"}`` with ``Proxy-Status: PostgREST; error=CODE`` and PostgREST's
   SQLSTATE-to-HTTP mapping (:func:`http_status`), ``WWW-Authenticate`` on
   every 401, and ``RAISE SQLSTATE 'PGRST'`` setting status, body and headers.
+- No free pooled connection within ``pool_timeout``: 504 ``PGRST003``. No
+  connection to be had at all (server down, connections refused): 503
+  ``PGRST000``; a connection lost mid-request: 503 ``PGRST001``.
 
-Refused with an error: tables and views (``/rest/v1/{table}``), GET/HEAD calls
-of functions, bulk calls with an array body, a single unnamed json/jsonb
-parameter taking the whole body, and ambiguous overloads (PGRST203).
-Ignored, where PostgREST would act: ``Prefer`` headers (params=single-object,
-count, tx=rollback), ``Accept`` media types (the answer is always JSON),
-filters and ordering on RPC results, JWT ``aud`` checks, ``pre-request``
-functions. Not modelled from Supabase's API gateway: it also demands an
-``apikey`` that is one of the project's keys; this gateway accepts any valid
-JWT, in either header. There is no schema cache: functions are looked up on
-every request, so schema changes are visible at once (PostgREST needs
-``NOTIFY pgrst, 'reload schema'``).
+What it does not do. Refused with an error: tables and views
+(``/rest/v1/{table}``), GET/HEAD calls of functions, bulk calls with an array
+body, a single unnamed json/jsonb parameter taking the whole body, ambiguous
+overloads (PGRST203). Ignored, where PostgREST would act: ``Prefer`` headers
+(params=single-object, count, tx=rollback, handling=strict), ``Accept`` media
+types (the answer is always JSON), filters and ordering on RPC results, JWT
+``aud`` checks, ``pre-request`` functions, per-role or per-function isolation
+levels. There is no schema cache: functions are looked up on every request,
+so schema changes are visible at once (PostgREST needs ``NOTIFY pgrst, 'reload
+schema'``), and the READ ONLY mode is set after that lookup, not at BEGIN.
+Where PostgREST fails a server-down request at once, this gateway waits for
+``pool_timeout`` first. Of Supabase's gateway it has no rate limits, CORS,
+request size limits, JWT-signing-key (JWKS, asymmetric) support, other
+services (auth, storage), no TLS, no HTTP/2, and no timeouts of its own: a
+slow function is answered whenever it finishes, never 504 by the gateway
+unless injected.
 
 For tests it counts requests per function (:attr:`RpcGateway.counts`), and
-:attr:`RpcGateway.fault` makes it misbehave the way a failing API does:
-``"503"`` answers 503 PGRST001, ``"hang"`` never answers (until the fault is
-cleared), ``"close"`` drops the connection without an answer.
+:attr:`RpcGateway.fault` makes it misbehave the way a failing API does.
+Through the gateway (``/rest/v1/``): ``"hang"`` never answers until the fault
+is cleared, then drops the connection; ``"close"`` drops it at once;
+``"520"`` answers a Cloudflare-style HTML page; ``"502"`` and ``"504"`` the
+gateway's JSON errors (no ``code``, no ``Proxy-Status``); ``"429"`` a rate
+limiter's refusal with ``Retry-After`` (generic wording). Everywhere:
+``"503"`` is PostgREST's own 503 ``PGRST001``.
 """
 
 from __future__ import annotations
@@ -55,18 +79,24 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
 import psycopg
-from psycopg import sql
+from psycopg import IsolationLevel, sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-RPC_PREFIXES = ("/rest/v1/rpc/", "/rpc/")
-JWT_LEEWAY_SECONDS = 30
-COUNTS_PATH = "/_gateway/counts"  # GET: requests so far per function (not PostgREST's)  # PostgREST's allowed clock skew on exp/nbf/iat
+from .supabase_edge import Edge, EdgeAnswer, ProjectKeys, fault_answer
+
+EDGE_PREFIX = "/rest/v1"  # Supabase's gateway; what follows is PostgREST's path
+RPC_PREFIX = "/rpc/"
+JWT_LEEWAY_SECONDS = 30  # PostgREST's allowed clock skew on exp/nbf/iat
+COUNTS_PATH = "/_gateway/counts"  # GET: requests so far per function (not PostgREST's)
+EDGE_FAULTS = ("hang", "close", "502", "504", "520", "429")
 
 
 class GatewayError(Exception):
@@ -89,6 +119,7 @@ class Function:
     n_defaults: int
     returns_set: bool
     returns_void: bool
+    volatility: str  # pg_proc.provolatile: i(mmutable), s(table), v(olatile)
 
     @property
     def required(self) -> set[str]:
@@ -97,6 +128,10 @@ class Function:
     @property
     def all_names(self) -> set[str]:
         return {name for name, _ in self.inputs}
+
+    @property
+    def read_only(self) -> bool:
+        return self.volatility in ("i", "s")
 
     def accepts(self, keys: set[str]) -> bool:
         return self.required <= keys <= self.all_names
@@ -125,14 +160,25 @@ def http_status(sqlstate: str, authenticated: bool) -> int:
     return by_class.get(sqlstate[:2], 400)
 
 
+def _configure(conn: psycopg.Connection) -> None:
+    # PostgREST begins every transaction as READ COMMITTED, READ WRITE; a
+    # STABLE/IMMUTABLE call is switched to read only once the function is known.
+    conn.isolation_level = IsolationLevel.READ_COMMITTED
+    conn.read_only = False
+
+
 class RpcGateway:
-    """Serve PostgREST-style RPC on loopback in front of ``dsn`` (the authenticator's)."""
+    """Serve Supabase's API (gateway + PostgREST RPC) on loopback in front of ``dsn`` (the authenticator's).
+
+    ``keys`` are the project's API keys (generated when not given, see :attr:`keys`).
+    """
 
     def __init__(
         self,
         dsn: str,
         jwt_secret: str,
         *,
+        keys: ProjectKeys | None = None,
         schema: str = "public",
         anon_role: str = "anon",
         host: str = "127.0.0.1",
@@ -142,14 +188,19 @@ class RpcGateway:
     ) -> None:
         self.dsn = dsn
         self.jwt_secret = jwt_secret
+        self.keys = keys or ProjectKeys.generate(jwt_secret)
+        self.edge = Edge(self.keys, jwt_secret)
         self.schema = schema
         self.anon_role = anon_role
         self.counts: Counter[str] = Counter()
         self.fault: str | None = None
         self._counts_lock = threading.Lock()
+        self._pool_size = pool_size
+        self._busy = 0  # connections held by requests: tells an exhausted pool from a dead server
+        self._busy_lock = threading.Lock()
         self._pool = ConnectionPool(
             dsn, min_size=1, max_size=pool_size, timeout=pool_timeout, open=False,
-            kwargs={"autocommit": False},
+            kwargs={"autocommit": False}, configure=_configure,
             # Like PostgREST, recover from a database restart instead of
             # failing once per pooled connection that the restart broke.
             check=ConnectionPool.check_connection,
@@ -191,14 +242,14 @@ class RpcGateway:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    # -- request handling ---------------------------------------------------
+    # -- request handling (the PostgREST part) ------------------------------------
 
     def count(self, function: str) -> None:
         with self._counts_lock:
             self.counts[function] += 1
 
-    def handle_rpc(self, function: str, headers, body: bytes) -> tuple[int, bytes | None]:
-        """Run one RPC request; return (status, JSON body or None for 204)."""
+    def handle_rpc(self, function: str, headers: Mapping[str, str], body: bytes) -> tuple[int, bytes | None]:
+        """Run one RPC request (``headers`` with lower-case names); return (status, JSON body or None for 204)."""
         self._check_profile(headers)
         claims = self._claims(headers)
         role = claims.get("role")
@@ -207,38 +258,46 @@ class RpcGateway:
         claims = {**claims, "role": role}  # PostgREST adds the resolved role
         args = self._arguments(body)
         try:
-            with self._pool.connection() as conn, conn.transaction():
-                self._begin(conn, role, claims)
+            with self._connection() as conn, conn.transaction():
                 target = self._find_function(conn, function, set(args))
+                self._begin(conn, role, claims, read_only=target.read_only)
                 return self._call(conn, target, args)
         except psycopg.Error as exc:
             raise self._database_error(exc, authenticated) from exc
-        except PoolTimeout as exc:
-            raise GatewayError(503, "PGRST000", "Database client error. Retrying the connection.",
-                               details=str(exc)) from exc
 
-    def _check_profile(self, headers) -> None:
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection]:
+        try:
+            with self._pool.connection() as conn:
+                with self._busy_lock:
+                    self._busy += 1
+                try:
+                    yield conn
+                finally:
+                    with self._busy_lock:
+                        self._busy -= 1
+        except PoolTimeout as exc:
+            with self._busy_lock:
+                exhausted = self._busy >= self._pool_size
+            if exhausted:  # every connection is serving a request (Error.hs: AcquisitionTimeoutUsageError)
+                raise GatewayError(504, "PGRST003", "Timed out acquiring connection from connection pool.") from exc
+            raise GatewayError(503, "PGRST000", "Database connection error.", details=str(exc)) from exc
+
+    def _check_profile(self, headers: Mapping[str, str]) -> None:
         # A POST names its schema with Content-Profile; Accept-Profile is for reads.
-        profile = headers.get("Content-Profile")
+        profile = headers.get("content-profile")
         if profile and profile != self.schema:
             raise GatewayError(406, "PGRST106", f"The schema must be one of the following: {self.schema}")
 
-    def _claims(self, headers) -> dict[str, Any]:
-        authorization = headers.get("Authorization")
-        apikey = headers.get("apikey")
-        if not authorization and not apikey:
-            # Supabase's API gateway answers this before PostgREST is reached.
-            raise GatewayError(401, None, "No API key found in request",
-                               hint="No `apikey` request header or url param was found.")
-        if authorization:
-            scheme, _, token = authorization.partition(" ")
-            if scheme.lower() != "bearer":
-                return {}  # PostgREST ignores other schemes: the request runs as anon
-            token = token.strip()
-        else:
-            token = apikey
+    def _claims(self, headers: Mapping[str, str]) -> dict[str, Any]:
+        authorization = headers.get("authorization")
+        if not authorization:
+            return {}
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer":
+            return {}  # PostgREST ignores other schemes: the request runs as anon
         try:
-            claims = jwt.decode(token, self.jwt_secret, algorithms=["HS256"], leeway=JWT_LEEWAY_SECONDS,
+            claims = jwt.decode(token.strip(), self.jwt_secret, algorithms=["HS256"], leeway=JWT_LEEWAY_SECONDS,
                                 options={"verify_aud": False})
         except jwt.ExpiredSignatureError:
             raise self._jwt_error("PGRST303", "JWT expired") from None
@@ -269,14 +328,13 @@ class RpcGateway:
                                "This gateway only accepts a JSON object of named arguments (bulk calls are not implemented)")
         return args
 
-    def _begin(self, conn: psycopg.Connection, role: str, claims: dict[str, Any]) -> None:
-        conn.execute(
-            "select set_config('role', %s, true), set_config('request.jwt.claims', %s, true),"
-            " set_config('search_path', %s, true)",
-            (role, json.dumps(claims), f'"{self.schema}"'),
-        )
-        for name, value in self._role_settings.get(role, []):
-            conn.execute("select set_config(%s, %s, true)", (name, value))
+    def _begin(self, conn: psycopg.Connection, role: str, claims: dict[str, Any], *, read_only: bool) -> None:
+        # Switching to read only is allowed mid-transaction (only the way back is not).
+        settings = [("transaction_read_only", "on")] if read_only else []
+        settings += [("role", role), ("request.jwt.claims", json.dumps(claims)), ("search_path", f'"{self.schema}"')]
+        settings += self._role_settings.get(role, [])
+        query = "select " + ", ".join(["set_config(%s, %s, true)"] * len(settings))
+        conn.execute(query, [value for pair in settings for value in pair])
 
     def _find_function(self, conn: psycopg.Connection, name: str, keys: set[str]) -> Function:
         candidates = [f for f in self._functions(conn, name) if f.accepts(keys)]
@@ -303,6 +361,7 @@ class RpcGateway:
             """
             select p.proname, p.pronargdefaults, p.proretset,
                    p.prorettype = 'pg_catalog.void'::pg_catalog.regtype,
+                   p.provolatile::text,
                    coalesce(p.proargnames, '{}'),
                    coalesce(p.proargmodes::text[], '{}'),
                    array(select pg_catalog.format_type(t, null)
@@ -315,7 +374,7 @@ class RpcGateway:
             (self.schema, name),
         ).fetchall()
         functions = []
-        for proname, n_defaults, returns_set, returns_void, names, modes, types in rows:
+        for proname, n_defaults, returns_set, returns_void, volatility, names, modes, types in rows:
             inputs = []
             for i, type_name in enumerate(types):
                 mode = modes[i] if modes else "i"
@@ -323,7 +382,8 @@ class RpcGateway:
                     inputs.append((names[i] if i < len(names) else "", type_name))
             if any(not arg_name for arg_name, _ in inputs):
                 continue  # unnamed parameters: not callable by name
-            functions.append(Function(self.schema, proname, tuple(inputs), n_defaults, returns_set, returns_void))
+            functions.append(Function(self.schema, proname, tuple(inputs), n_defaults, returns_set, returns_void,
+                                      volatility))
         return functions
 
     @staticmethod
@@ -422,16 +482,48 @@ class _Handler(BaseHTTPRequestHandler):
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        self._dispatch("POST")
+
+    def do_GET(self) -> None:  # noqa: N802
+        gateway: RpcGateway = self.server.gateway  # type: ignore[attr-defined]
+        if self.path == COUNTS_PATH:  # for benchmarks running the gateway as a separate process
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            with gateway._counts_lock:
+                self._send(200, json.dumps(dict(gateway.counts)).encode(), {})
+            return
+        self._dispatch("GET")
+
+    def _dispatch(self, method: str) -> None:
         gateway: RpcGateway = self.server.gateway  # type: ignore[attr-defined]
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        function = next((self.path[len(p):].split("?")[0] for p in RPC_PREFIXES if self.path.startswith(p)), None)
-        gateway.count(function or self.path)
-        if gateway.fault and self._misbehave(gateway):
-            return
+        path, _, query = self.path.partition("?")
+        through_edge = path.startswith(EDGE_PREFIX + "/")
+        postgrest_path = path[len(EDGE_PREFIX):] if through_edge else path
+        function = postgrest_path[len(RPC_PREFIX):] if postgrest_path.startswith(RPC_PREFIX) else None
+        gateway.count(function or path)
+        fault = gateway.fault
         try:
+            headers = {name.lower(): value for name, value in self.headers.items()}
+            if through_edge:
+                if fault in ("hang", "close"):
+                    self._drop_connection(gateway, fault)
+                    return
+                if fault in ("520", "429"):  # the CDN / rate limiter in front answers before the gateway
+                    raise fault_answer(fault)
+                headers = gateway.edge.admit(headers, query)
+                if fault in ("502", "504"):  # the gateway gave up on PostgREST
+                    raise fault_answer(fault)
+            if fault == "503":
+                raise GatewayError(503, "PGRST001", "Database client error. Retrying the connection.",
+                                   details="injected fault")
+            if method != "POST":
+                raise GatewayError(405, None, "this gateway implements POST /rpc/{fn} only")
             if not function:
-                raise GatewayError(404, "PGRST125", f"Invalid path specified in request URL: {self.path} (this gateway serves RPC only)")
-            status, payload = gateway.handle_rpc(function, self.headers, body)
+                raise GatewayError(404, "PGRST125", f"Invalid path specified in request URL: {self.path}"
+                                                    " (this gateway serves RPC only)")
+            status, payload = gateway.handle_rpc(function, headers, body)
+        except EdgeAnswer as answer:
+            self._send(answer.status, answer.body, answer.headers)
         except GatewayError as exc:
             self._send(exc.status, json.dumps(exc.body).encode(), exc.headers)
         except Exception as exc:  # a gateway bug must still answer, not hang the client
@@ -440,33 +532,13 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(status, payload, {})
 
-    def _misbehave(self, gateway: RpcGateway) -> bool:
-        fault = gateway.fault
-        if fault == "503":
-            self._send(503, json.dumps({"code": "PGRST001", "message": "Database client error. Retrying the connection.",
-                                        "details": "injected fault", "hint": None}).encode(),
-                       {"Proxy-Status": "PostgREST; error=PGRST001"})
-            return True
+    def _drop_connection(self, gateway: RpcGateway, fault: str) -> None:
         if fault == "hang":
             deadline = time.monotonic() + 60
             while gateway.fault == "hang" and time.monotonic() < deadline:
                 time.sleep(0.05)
-        if fault in ("hang", "close"):
-            self.close_connection = True
-            self.request.shutdown(socket.SHUT_RDWR)
-            return True
-        return False
-
-    def do_GET(self) -> None:  # noqa: N802
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        gateway: RpcGateway = self.server.gateway  # type: ignore[attr-defined]
-        if self.path == COUNTS_PATH:  # for benchmarks running the gateway as a separate process
-            with gateway._counts_lock:
-                self._send(200, json.dumps(dict(gateway.counts)).encode(), {})
-            return
-        gateway.count(self.path)
-        self._send(405, json.dumps({"code": None, "message": "this gateway implements POST /rpc/{fn} only",
-                                    "details": None, "hint": None}).encode(), {})
+        self.close_connection = True
+        self.request.shutdown(socket.SHUT_RDWR)
 
     def _send(self, status: int, payload: bytes | None, headers: dict[str, str]) -> None:
         self.send_response(status)
@@ -476,7 +548,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        self.send_header("Content-Type", "application/json; charset=utf-8")
+        if not any(name.lower() == "content-type" for name in headers):
+            self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
@@ -486,13 +559,17 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="PostgREST-compatible RPC gateway for local testing")
+    parser = argparse.ArgumentParser(description="Supabase-style API (gateway + PostgREST RPC) for local testing")
     parser.add_argument("--dsn", required=True, help="connection string of the authenticator role")
     parser.add_argument("--jwt-secret", required=True)
     parser.add_argument("--port", type=int, default=54321)
     args = parser.parse_args()
     gateway = RpcGateway(args.dsn, args.jwt_secret, port=args.port).start()
-    print(f"RPC gateway on {gateway.url}/rest/v1/rpc/ -- Ctrl-C to stop", flush=True)
+    # First line: the gateway listens. Then the project's keys, one name=value a line.
+    print(f"RPC gateway on {gateway.url}{EDGE_PREFIX}/rpc/ (bare PostgREST on {gateway.url}{RPC_PREFIX})"
+          " -- Ctrl-C to stop", flush=True)
+    for name, key in gateway.keys.as_dict().items():
+        print(f"{name}={key}", flush=True)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:

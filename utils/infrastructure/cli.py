@@ -147,6 +147,18 @@ def cmd_migrate(args, out: Output) -> int:
     return OK
 
 
+def cmd_sql(args, out: Output) -> int:
+    from pathlib import Path
+
+    from .migrations import sql_files
+
+    for sql_file in sql_files(Path(args.sql_dir) if args.sql_dir else None):
+        print(f"-- ==== {sql_file.name} ====")
+        print(sql_file.text.rstrip("\n"))
+        print()
+    return OK
+
+
 # -- doctor ---------------------------------------------------------------------
 
 
@@ -176,6 +188,8 @@ def _diagnose(check: Callable[..., None]) -> None:
         check("configuration", False, str(exc), "correct the variable named above (see .env.example)")
         return
     check("configuration", True, f"backend {settings.backend}")
+    if settings.backend == "supabase" and settings.supabase_key and not _diagnose_key(settings.supabase_key, check):
+        return
     if settings.backend == "memory":
         check("persistence", False, "threads are kept in process memory and lost on restart",
               "set CONVERSATION_STORAGE_BACKEND to sqlite, postgres or supabase")
@@ -209,20 +223,48 @@ def _diagnose(check: Callable[..., None]) -> None:
             check("row level security", bool(report["rls_enabled"]),
                   "on for conversation_threads" if report["rls_enabled"] else "OFF for conversation_threads",
                   "apply sql/001_conversation_threads.sql (alter table ... enable row level security)")
-            scheduled = report.get("cleanup_job_scheduled")
-            if scheduled is None:
-                check("hourly cleanup", None, "pg_cron is not installed (or not readable) on this database",
-                      "enable pg_cron and apply sql/005_cleanup_schedule.sql, or run "
-                      "scripts/cleanup_expired_threads.py hourly from system cron")
-            else:
-                check("hourly cleanup", scheduled,
-                      "pg_cron job cleanup-expired-threads is scheduled" if scheduled
-                      else "pg_cron is installed but job cleanup-expired-threads is missing",
-                      "apply sql/005_cleanup_schedule.sql")
+            _diagnose_cleanup_job(report, check)
         else:
             check("hourly cleanup", None, f"{settings.backend} has no scheduler of its own",
                   "run scripts/cleanup_expired_threads.py hourly from system cron")
     _diagnose_spool(settings, check)
+
+
+def _diagnose_key(key: str, check: Callable[..., None]) -> bool:
+    """Check the kind of SUPABASE_KEY; False when it cannot work at all."""
+    from .supabase_keys import describe_key, legacy_key_advice, require_service_key
+
+    kind = describe_key(key)
+    try:
+        require_service_key(key)
+    except StoragePermissionError as exc:
+        check("API key", False, str(exc), "use the secret key (sb_secret_...) from Project Settings > API Keys")
+        return False
+    advice = legacy_key_advice(kind)
+    if advice:
+        check("API key", None, advice, "create a secret key under Project Settings > API Keys")
+    elif kind.service_role is None:
+        check("API key", None, f"SUPABASE_KEY is a {kind.name}; the server decides what it may do",
+              "use the secret key (sb_secret_...) from Project Settings > API Keys")
+    else:
+        check("API key", True, f"a {kind.name}")
+    return True
+
+
+def _diagnose_cleanup_job(report: dict, check: Callable[..., None]) -> None:
+    scheduled = report.get("cleanup_job_scheduled")
+    if scheduled is not None:
+        check("hourly cleanup", scheduled,
+              "pg_cron job cleanup-expired-threads is scheduled" if scheduled
+              else "pg_cron is installed but job cleanup-expired-threads is missing",
+              "apply sql/005_cleanup_schedule.sql")
+    elif report.get("pg_cron_installed"):
+        check("hourly cleanup", None, "pg_cron is installed, but whether the job is scheduled cannot be read",
+              "apply sql/ as the role that owns pg_cron's jobs (postgres on Supabase), or look at cron.job")
+    else:
+        check("hourly cleanup", None, "pg_cron is not installed on this database",
+              "enable pg_cron and apply sql/005_cleanup_schedule.sql, or run "
+              "scripts/cleanup_expired_threads.py hourly from system cron")
 
 
 def _diagnose_spool(settings: Settings, check: Callable[..., None]) -> None:
@@ -286,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print what would be applied")
     p.add_argument("--database-url", help="default: DATABASE_URL or SUPABASE_DB_URL")
     p.add_argument("--sql-dir", help="default: $CONVERSATION_SQL_DIR or the project's sql/")
+    p = commands.add_parser("sql", help="print the whole schema, every file of sql/ in order, for an SQL editor")
+    p.add_argument("--sql-dir", help="default: $CONVERSATION_SQL_DIR or the project's sql/")
     return parser
 
 
@@ -303,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_doctor(args, out)
         if args.command == "migrate":
             return cmd_migrate(args, out)
+        if args.command == "sql":
+            return cmd_sql(args, out)
         with open_storage(load_settings()) as storage:
             return STORAGE_COMMANDS[args.command](storage, args, out)
     except (StorageConfigurationError, json.JSONDecodeError) as exc:

@@ -18,7 +18,11 @@ from .schema import SCHEMA_VERSION
 
 _PERMISSION_CODES = {"42501", "401", "403", "PGRST300", "PGRST301", "PGRST302", "PGRST303"}
 _SCHEMA_CODES = {"PGRST202", "PGRST203", "PGRST205", "42883", "42P01", "404"}
-_UNAVAILABLE_CODES = {"502", "503", "504", "520", "PGRST000", "PGRST001", "PGRST002"}
+# PGRST000/001: no database connection; PGRST002: schema cache not loaded;
+# PGRST003: PostgREST's pool had no free connection in time (504).
+_UNAVAILABLE_CODES = {"502", "503", "504", "520", "PGRST000", "PGRST001", "PGRST002", "PGRST003"}
+#: HTTP statuses that mean "try again later" whoever answered them.
+_TRANSIENT_STATUSES = {408, 429}
 
 
 def error_for_code(code: str | None, message: str | None, *, operation: str, where: str) -> StorageError:
@@ -42,3 +46,20 @@ def error_for_code(code: str | None, message: str | None, *, operation: str, whe
     if code.startswith("22"):
         return StorageValueError(f"{where} rejected the arguments of {operation}: {detail}")
     return StorageError(f"{where} failed to run {operation}: {detail}")
+
+
+def error_for_status(status: int, message: str, *, operation: str, where: str) -> StorageError:
+    """The library error for an HTTP error that PostgREST did not answer (no error code).
+
+    Such answers come from what stands in front of it (Supabase's API gateway,
+    a CDN, a proxy): only the status tells what happened.
+    """
+    detail = f"HTTP {status} from {where}'s gateway, not from its database API: {message}"
+    if status >= 500 or status in _TRANSIENT_STATUSES:
+        return StorageUnavailableError(f"{where} could not run {operation}: {detail}")
+    if status in (401, 403):
+        return StoragePermissionError(
+            f"{where} refused {operation}: {detail}. SUPABASE_KEY must be one of the project's "
+            "API keys, the secret key (sb_secret_...) or the legacy service_role key."
+        )
+    return StorageError(f"{where} failed to run {operation}: {detail}; is SUPABASE_URL the project's URL?")

@@ -7,6 +7,8 @@ each function does; this module only carries arguments and maps errors.
 
 from __future__ import annotations
 
+import json
+import logging
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -16,9 +18,12 @@ from supabase import AsyncClientOptions, ClientOptions, acreate_client, create_c
 
 from .errors import StorageConfigurationError, StorageUnavailableError
 from .remote_calls import AsyncRemoteFunctionStorage, RemoteFunctionStorage
-from .sql_errors import error_for_code
+from .sql_errors import error_for_code, error_for_status
+from .supabase_keys import legacy_key_advice, require_service_key
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
+
+logger = logging.getLogger("utils.infrastructure.storage_backend")
 
 
 def _timeout(seconds: float) -> httpx.Timeout:
@@ -27,10 +32,57 @@ def _timeout(seconds: float) -> httpx.Timeout:
     return httpx.Timeout(seconds, connect=min(seconds, 5.0))
 
 
+def _check_key(key: str) -> None:
+    advice = legacy_key_advice(require_service_key(key))
+    if advice:
+        logger.warning(advice)
+
+
+class _GatewayAnswer(Exception):
+    """An HTTP error that did not come from PostgREST (Supabase's edge, a CDN, a proxy)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _raise_for_gateway_answer(response: httpx.Response) -> None:
+    """Raise :class:`_GatewayAnswer` for an error response without a PostgREST error code.
+
+    The client turns such a body into an APIError without a code or status
+    (a 504 ``{"message": "The upstream server is timing out"}`` from the edge,
+    an HTML 520 page), so the status is read here, before the client sees it.
+    """
+    if response.is_success or "postgrest" in response.headers.get("Proxy-Status", "").lower():
+        return
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and body.get("code"):
+        return
+    message = body.get("message") if isinstance(body, dict) else None
+    raise _GatewayAnswer(response.status_code, str(message or response.reason_phrase or "no message"))
+
+
+def _check_response(response: httpx.Response) -> None:
+    if not response.is_success:
+        response.read()
+        _raise_for_gateway_answer(response)
+
+
+async def _acheck_response(response: httpx.Response) -> None:
+    if not response.is_success:
+        await response.aread()
+        _raise_for_gateway_answer(response)
+
+
 @contextmanager
 def _translated_errors(url: str, function: str) -> Iterator[None]:
     try:
         yield
+    except _GatewayAnswer as exc:
+        raise error_for_status(exc.status, str(exc), operation=function, where=f"Supabase at {url}") from None
     except httpx.TimeoutException as exc:
         raise StorageUnavailableError(
             f"Supabase did not answer {function} in time at {url}: {type(exc).__name__}"
@@ -50,8 +102,9 @@ def _unusable_url(url: str, exc: Exception) -> StorageConfigurationError:
 class SupabaseStorage(RemoteFunctionStorage):
     """Storage backed by the ``conversation_threads`` table of a Supabase project.
 
-    Needs the service-role (secret) key: the table has RLS on and its
-    functions are executable by ``service_role`` only.
+    Needs the secret key (``sb_secret_...``) or the legacy service_role JWT:
+    the table has RLS on and its functions are executable by ``service_role``
+    only. A publishable or anon key is refused before any request is made.
     """
 
     backend_name = "supabase"
@@ -65,9 +118,12 @@ class SupabaseStorage(RemoteFunctionStorage):
         timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
         max_value_bytes: int | None = None,
     ) -> None:
+        _check_key(key)
         super().__init__(max_value_bytes=max_value_bytes)
         self.url = url
-        self._http = httpx.Client(timeout=_timeout(timeout_seconds), follow_redirects=True)
+        self._http = httpx.Client(
+            timeout=_timeout(timeout_seconds), follow_redirects=True, event_hooks={"response": [_check_response]}
+        )
         try:
             self._client = create_client(url, key, options=ClientOptions(httpx_client=self._http))
         except Exception as exc:
@@ -106,7 +162,10 @@ class AsyncSupabaseStorage(AsyncRemoteFunctionStorage):
         timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
         max_value_bytes: int | None = None,
     ) -> AsyncSupabaseStorage:
-        http = httpx.AsyncClient(timeout=_timeout(timeout_seconds), follow_redirects=True)
+        _check_key(key)
+        http = httpx.AsyncClient(
+            timeout=_timeout(timeout_seconds), follow_redirects=True, event_hooks={"response": [_acheck_response]}
+        )
         try:
             client = await acreate_client(url, key, options=AsyncClientOptions(httpx_client=http))
         except Exception as exc:

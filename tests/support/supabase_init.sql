@@ -1,0 +1,75 @@
+-- A database set up the way Supabase sets up a project's database, so that
+-- sql/ is tested from the same starting point as on a real project.
+--
+-- Written after Supabase's published image scripts (github.com/supabase/postgres:
+-- migrations/db/migrate.sh, init-scripts/00000000000000-initial-schema.sql and
+-- 00000000000003-post-setup.sql, migrations/10000000000000_demote-postgres.sql,
+-- 20221028101028_set_authenticator_timeout.sql, 20221103090837_revoke_admin.sql,
+-- 20230201083204_grant_auth_roles_to_postgres.sql, 20230306081037_grant_pg_monitor_to_postgres.sql,
+-- 20230529180330_alter_api_roles_for_inherit.sql, 20240606060239_grant_predefined_roles_to_postgres.sql,
+-- 20231130133139_set_lock_timeout_to_authenticator_role.sql, and
+-- ansible/files/postgresql_extension_custom_scripts/pg_cron/after-create.sql).
+-- Only what touches this project is recreated: roles, their settings and
+-- memberships, schema grants, default privileges, the `extensions` schema and
+-- pg_cron's grants. Auth, storage, realtime, pgsodium and supautils are not.
+--
+-- Runs as the cluster's superuser `supabase_admin` on database `postgres`.
+-- The two passwords are filled in by tests/support/database.py.
+
+-- migrate.sh: `postgres` starts as a superuser owning the database; the init
+-- scripts run as it, then the migrations demote it.
+create role postgres superuser login password {postgres_password};
+alter database postgres owner to postgres;
+
+set role postgres;
+
+create schema if not exists extensions;
+create extension if not exists pgcrypto with schema extensions;
+
+create role anon          nologin noinherit;
+create role authenticated nologin noinherit;
+create role service_role  nologin noinherit bypassrls;
+create role authenticator login noinherit password {authenticator_password};
+grant anon, authenticated, service_role to authenticator;
+
+grant usage on schema public to postgres, anon, authenticated, service_role;
+alter default privileges in schema public grant all on tables    to postgres, anon, authenticated, service_role;
+alter default privileges in schema public grant all on functions to postgres, anon, authenticated, service_role;
+alter default privileges in schema public grant all on sequences to postgres, anon, authenticated, service_role;
+grant usage on schema extensions to postgres, anon, authenticated, service_role;
+
+alter default privileges for user supabase_admin in schema public grant all on sequences to postgres, anon, authenticated, service_role;
+alter default privileges for user supabase_admin in schema public grant all on tables    to postgres, anon, authenticated, service_role;
+alter default privileges for user supabase_admin in schema public grant all on functions to postgres, anon, authenticated, service_role;
+
+alter role anon          set statement_timeout = '3s';
+alter role authenticated set statement_timeout = '8s';
+alter role postgres      set search_path to "$user", public, extensions;
+
+reset role;
+
+-- The migrations, run as supabase_admin.
+grant all on schema extensions to postgres;
+grant all on all tables in schema extensions to postgres;
+grant all on all routines in schema extensions to postgres;
+alter role postgres nosuperuser createdb createrole login replication bypassrls;
+alter role authenticator set statement_timeout = '8s';
+alter role authenticator set lock_timeout = '8s';
+grant anon, authenticated, service_role to postgres;
+grant pg_read_all_data, pg_signal_backend, pg_monitor to postgres;
+alter role anon inherit;
+alter role authenticated inherit;
+alter role service_role inherit;
+
+-- pg_cron enabled from the dashboard: created by the superuser, then its
+-- after-create script hands it to `postgres` (USAGE on the schema, every
+-- function, SELECT only on cron.job) and to no API role.
+create extension pg_cron;
+grant usage on schema cron to postgres with grant option;
+grant all on all functions in schema cron to postgres with grant option;
+alter default privileges for user supabase_admin in schema cron grant all on sequences to postgres with grant option;
+alter default privileges for user supabase_admin in schema cron grant all on tables    to postgres with grant option;
+alter default privileges for user supabase_admin in schema cron grant all on functions to postgres with grant option;
+grant all privileges on all tables in schema cron to postgres with grant option;
+revoke all on table cron.job from postgres;
+grant select on table cron.job to postgres with grant option;

@@ -1,0 +1,194 @@
+"""A project set up as Supabase sets one up: its API keys, its edge's failures, a fresh schema.
+
+Everything goes through the real supabase-py client and the stand-in's edge,
+on a database with Supabase's roles, grants, timeouts and pg_cron enabled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.local_supabase import LocalSupabase
+from tests.test_supabase_storage import _row, _row_count
+from utils.infrastructure.errors import StoragePermissionError, StorageSchemaError, StorageUnavailableError
+from utils.infrastructure.supabase_storage import SupabaseStorage
+
+SERVICE_KEYS = ["secret_key", "service_role_key"]
+
+
+def _every_operation(storage: SupabaseStorage) -> dict[str, object]:
+    """Each operation a daemon or an operator uses, once; what each returned."""
+    storage.set_with_ttl("thread:a", 60, '{"turns": [1]}', user_id="alice", metadata={"tool": "chat"})
+    storage.setex("thread:b", 60, '{"turns": []}')
+    return {
+        "health": storage.health()["role"],
+        "get": json.loads(storage.get("thread:a")),
+        "update": json.loads(storage.update("thread:b", lambda text: '{"turns": [2]}', 60)),
+        "touch": storage.touch("thread:b", 120),
+        "list": [t.key for t in storage.list_threads(user_id="alice")],
+        "stats": storage.stats()["live"],
+        "delete": storage.delete("thread:b"),
+        "delete_user_threads": storage.delete_user_threads("alice"),
+        "cleanup": storage.cleanup_expired(),
+        "left": storage.get("thread:a"),
+    }
+
+
+EXPECTED = {
+    "health": "service_role", "get": {"turns": [1]}, "update": {"turns": [2]}, "touch": True,
+    "list": ["thread:a"], "stats": 2, "delete": True, "delete_user_threads": 1, "cleanup": 0, "left": None,
+}
+
+
+@pytest.mark.parametrize("key_name", SERVICE_KEYS)
+def test_every_operation_works_with_a_service_key(supabase_project, key_name):
+    with SupabaseStorage(supabase_project.url, getattr(supabase_project, key_name)) as storage:
+        assert _every_operation(storage) == EXPECTED
+
+
+@pytest.mark.parametrize(
+    ("key_name", "kind"),
+    [
+        ("publishable_key", "publishable key (sb_publishable_...)"),
+        ("anon_key", "legacy JWT key of role 'anon'"),
+        ("authenticated_key", "legacy JWT key of role 'authenticated'"),
+    ],
+)
+def test_keys_that_cannot_reach_the_threads_are_named_and_refused_before_any_request(supabase_project, key_name, kind):
+    with pytest.raises(StoragePermissionError) as info:
+        SupabaseStorage(supabase_project.url, getattr(supabase_project, key_name))
+    assert kind in str(info.value)
+    assert "sb_secret_" in str(info.value), "the error says what to use instead"
+    assert supabase_project.gateway.request_count == 0
+
+
+def test_a_key_the_project_does_not_know_is_refused_by_its_gateway_and_touches_nothing(supabase_project):
+    with SupabaseStorage(supabase_project.url, supabase_project.secret_key) as storage:
+        storage.setex("thread:kept", 60, '{"v": 1}')
+    with SupabaseStorage(supabase_project.url, "sb_secret_not-a-key-of-this-project") as stranger:
+        for operation in (stranger.health, lambda: stranger.setex("thread:kept", 60, '{"v": 2}'),
+                          lambda: stranger.delete("thread:kept")):
+            with pytest.raises(StoragePermissionError, match="Invalid API key"):
+                operation()
+    assert _row_count(supabase_project) == 1
+    with SupabaseStorage(supabase_project.url, supabase_project.secret_key) as storage:
+        assert json.loads(storage.get("thread:kept")) == {"v": 1}
+
+
+def test_a_legacy_service_role_key_works_with_a_warning_to_move_on(supabase_project, caplog):
+    with caplog.at_level(logging.WARNING), SupabaseStorage(supabase_project.url, supabase_project.service_role_key):
+        pass
+    assert "legacy service_role JWT key" in caplog.text
+    assert "sb_secret_" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING), SupabaseStorage(supabase_project.url, supabase_project.secret_key):
+        pass
+    assert caplog.text == ""
+
+
+@pytest.mark.parametrize(
+    ("fault", "seen"),
+    [("502", "HTTP 502"), ("504", "HTTP 504"), ("520", "HTTP 520"), ("429", "HTTP 429"), ("503", "code PGRST001")],
+)
+def test_edge_and_api_failures_are_unavailable_errors(supabase_project, fault, seen):
+    with SupabaseStorage(supabase_project.url, supabase_project.secret_key) as storage:
+        storage.setex("thread:x", 60, "{}")
+        supabase_project.gateway.fault = fault
+        try:
+            for operation in (storage.health, lambda: storage.get("thread:x"),
+                              lambda: storage.setex("thread:x", 60, "{}"), storage.stats):
+                with pytest.raises(StorageUnavailableError, match=seen):
+                    operation()
+        finally:
+            supabase_project.gateway.fault = None
+        assert storage.get("thread:x") == "{}"
+
+
+def test_a_fresh_project_set_up_from_the_sql_command_works_for_both_service_keys():
+    """sql/ pasted into the SQL editor of a project with pg_cron enabled, as its owner `postgres`."""
+    project = LocalSupabase(apply_schema=False)
+    try:
+        with SupabaseStorage(project.url, project.secret_key) as storage:
+            with pytest.raises(StorageSchemaError, match="sql/"):
+                storage.health()
+        schema = subprocess.run(
+            [sys.executable, "-m", "utils.infrastructure.cli", "sql"], capture_output=True, text=True, check=True
+        ).stdout
+        with project.connect_as_owner() as owner:
+            owner.execute(schema)
+            jobs = owner.execute("select jobname from cron.job order by 1").fetchall()
+        assert jobs == [("cleanup-expired-threads",), ("purge-cron-job-run-details",)]
+        for key in (project.secret_key, project.service_role_key):
+            with SupabaseStorage(project.url, key) as storage:
+                assert _every_operation(storage) == EXPECTED
+                report = storage.health()
+                assert (report["pg_cron_installed"], report["cleanup_job_scheduled"]) == (True, True)
+        assert _row(project, "thread:a") is None
+    finally:
+        project.close()
+
+
+def test_the_async_client_names_keys_and_classifies_edge_failures_the_same_way(supabase_project):
+    import asyncio
+
+    from utils.infrastructure.supabase_storage import AsyncSupabaseStorage
+
+    async def scenario() -> None:
+        with pytest.raises(StoragePermissionError, match="publishable key"):
+            await AsyncSupabaseStorage.create(supabase_project.url, supabase_project.publishable_key)
+        storage = await AsyncSupabaseStorage.create(supabase_project.url, supabase_project.secret_key)
+        try:
+            await storage.setex("thread:async", 60, "{}")
+            supabase_project.gateway.fault = "504"
+            with pytest.raises(StorageUnavailableError, match="HTTP 504"):
+                await storage.get("thread:async")
+            supabase_project.gateway.fault = None
+            assert await storage.get("thread:async") == "{}"
+        finally:
+            supabase_project.gateway.fault = None
+            await storage.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_exhausted_api_pool_is_unavailable_and_failover_spools_through_it(supabase_project, tmp_path):
+    """PostgREST's pool timeout (504 PGRST003): one connection, held by a write waiting on a row lock."""
+    import threading
+    import time
+
+    from tests.support.rpc_gateway import RpcGateway
+    from tests.support.supabase_edge import JWT_SECRET
+    from utils.infrastructure.failover_storage import DEGRADED, FailoverStorage
+    from utils.infrastructure.spool import Spool
+
+    gateway = RpcGateway(supabase_project.gateway.dsn, JWT_SECRET, keys=supabase_project.keys,
+                         pool_size=1, pool_timeout=0.3).start()
+    primary = SupabaseStorage(gateway.url, supabase_project.secret_key)
+    try:
+        primary.setex("thread:locked", 60, '{"v": 1}')
+        with supabase_project.connect() as locker, locker.transaction():
+            locker.execute("select from public.conversation_threads where thread_id = 'thread:locked' for update")
+            blocked = threading.Thread(target=primary.setex, args=("thread:locked", 60, '{"v": 2}'))
+            blocked.start()
+            while not locker.execute(
+                "select count(*) from pg_stat_activity where usename = 'authenticator' and wait_event_type = 'Lock'"
+            ).fetchone()[0]:
+                time.sleep(0.02)
+            with pytest.raises(StorageUnavailableError, match="PGRST003"):
+                primary.get("thread:locked")
+            storage = FailoverStorage(primary, Spool(tmp_path / "spool.sqlite3"), first_probe_after=0.2)
+            storage.setex("thread:spooled", 60, '{"during": "the pool timeout"}')
+            assert storage.status()["state"] == DEGRADED
+        blocked.join()
+        assert storage.wait_until_healthy(30)
+        assert json.loads(primary.get("thread:spooled")) == {"during": "the pool timeout"}
+        assert json.loads(primary.get("thread:locked")) == {"v": 2}
+        storage.close()
+    finally:
+        primary.close()
+        gateway.stop()
