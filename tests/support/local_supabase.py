@@ -18,6 +18,13 @@ class LocalSupabase:
     grants, and sql/ is applied by the role ``postgres``, which is not a
     superuser (as in the dashboard's SQL editor). ``apply_schema=False``
     leaves sql/ out, like a project nobody has set up yet.
+
+    Not recreated: the auth, storage and realtime schemas; supautils (so
+    ``postgres`` cannot enable extensions itself here: pg_cron comes enabled,
+    as if from the dashboard) and pgsodium; pg_cron actually launching jobs
+    (``cron.max_running_jobs=0``); Supavisor (no transaction pooler on port
+    6543); PostgREST's schema cache and Supabase's reload trigger; network
+    latency and TLS. The gateway's own gaps are listed in rpc_gateway.py.
     """
 
     def __init__(self, *, apply_schema: bool = True, durable: bool = False) -> None:
