@@ -138,6 +138,30 @@ def test_migrate_dry_run_and_apply(postgres_server):
     assert run(["migrate"], {}).returncode == 2
 
 
+def test_migrate_stores_the_sizes_of_threads_written_before_schema_6(postgres_server, tmp_path):
+    import shutil
+
+    from tests.support.database import sql_files
+    from tests.support.postgres_server import PASSWORD
+
+    older = tmp_path / "sql-before-6"
+    older.mkdir()
+    for path in sql_files():
+        if path.name < "009":
+            shutil.copy(path, older)
+    name = postgres_server.create_database("cli_upgrade")
+    env = {"DATABASE_URL": postgres_server.dsn_for(name, password=PASSWORD)}
+    assert run(["migrate", "--sql-dir", str(older)], env).returncode == 0
+    with postgres_server.connect(name) as conn:
+        conn.execute("select public.thread_set('thread:' || i, '{\"turn\": 1}', 3600) from generate_series(1, 12) i")
+    upgrade = json.loads(run(["--json", "migrate"], env).stdout)
+    assert upgrade["files"] == ["009_operator_scale.sql"]
+    assert upgrade["sizes_filled"] == 12
+    with postgres_server.connect(name) as conn:
+        assert conn.execute("select count(*) from public.conversation_threads where size_bytes is null").fetchone()[0] == 0
+    assert json.loads(run(["--json", "migrate"], env).stdout)["sizes_filled"] == 0
+
+
 def test_cleanup_script_deletes_the_backlog_and_reports_json(supabase_env, supabase_project):
     with supabase_project.connect() as conn:
         conn.execute(

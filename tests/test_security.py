@@ -20,6 +20,8 @@ CALLS = [
     ("thread_touch", {"p_thread_id": "thread:target", "p_ttl_seconds": 1}),
     ("delete_user_threads", {"p_user_id": "victim"}),
     ("thread_stats", {}),
+    ("delete_user_threads_batch", {"p_user_id": "victim", "p_batch_size": 10}),
+    ("thread_fill_sizes", {"p_batch_size": 10}),
     ("thread_get_versioned", {"p_thread_id": "thread:target"}),
     ("thread_set_if_version", {"p_thread_id": "thread:new", "p_data": "{}", "p_ttl_seconds": 60,
                                "p_expected_version": 0}),

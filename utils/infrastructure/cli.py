@@ -132,18 +132,19 @@ def _progress_line(deleted: int, batches: int) -> None:
 def cmd_migrate(args, out: Output) -> int:
     from pathlib import Path
 
-    from .migrations import migrate
+    from .migrations import fill_unknown_sizes, migrate
 
     settings = load_settings()
     dsn = args.database_url or settings.database_url
     if not dsn:
         raise StorageConfigurationError("migrate needs DATABASE_URL (or SUPABASE_DB_URL, or --database-url)")
     names = migrate(dsn, directory=Path(args.sql_dir) if args.sql_dir else None, dry_run=args.dry_run)
+    filled = 0 if args.dry_run else fill_unknown_sizes(dsn)
     verb = "would apply" if args.dry_run else "applied"
-    out.emit(
-        {"dry_run": args.dry_run, "files": names},
-        f"{verb}: {', '.join(names)}" if names else "schema is up to date: nothing to apply",
-    )
+    text = f"{verb}: {', '.join(names)}" if names else "schema is up to date: nothing to apply"
+    if filled:
+        text += f"; stored the sizes of {filled} threads written before schema version 6"
+    out.emit({"dry_run": args.dry_run, "files": names, "sizes_filled": filled}, text)
     return OK
 
 

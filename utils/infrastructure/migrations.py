@@ -83,6 +83,27 @@ def migrate(dsn: str, *, directory: Path | None = None, dry_run: bool = False) -
         raise MigrationError(f"migration failed: {exc}") from exc
 
 
+def fill_unknown_sizes(dsn: str, batch_size: int = 5000) -> int:
+    """Store the size of threads written before schema version 6; return how many.
+
+    Until then ``thread_stats`` measures such rows from their documents, which
+    on a big table takes longer than Supabase's 8 s statement timeout. Each
+    batch is its own short transaction.
+    """
+    import psycopg
+
+    filled = 0
+    try:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+            if conn.execute("select to_regprocedure('public.thread_fill_sizes(integer)')").fetchone()[0] is None:
+                return 0
+            while batch := conn.execute("select public.thread_fill_sizes(%s)", (batch_size,)).fetchone()[0]:
+                filled += batch
+    except psycopg.Error as exc:
+        raise MigrationError(f"filling in the sizes of older threads failed after {filled}: {exc}") from exc
+    return filled
+
+
 def _apply_pending(conn, files: list[SqlFile], dry_run: bool) -> list[str]:
     exists = conn.execute("select to_regclass('public.conversation_storage_migrations')").fetchone()[0]
     applied: dict[str, str] = {}

@@ -64,8 +64,14 @@ def touch_call(key: str, ttl_seconds: int) -> Call:
     return Call("thread_touch", {"p_thread_id": key, "p_ttl_seconds": ttl_seconds}, bool)
 
 
-def delete_user_call(user_id: str) -> Call:
-    return Call("delete_user_threads", {"p_user_id": user_id}, int)
+#: Threads one delete_user_threads_batch call erases at most: a bounded amount
+#: of work per request (about 40 ms here), far inside Supabase's 8 s statement
+#: timeout however many threads the user has.
+USER_ERASE_BATCH = 5000
+
+
+def delete_user_batch_call(user_id: str) -> Call:
+    return Call("delete_user_threads_batch", {"p_user_id": user_id, "p_batch_size": USER_ERASE_BATCH}, int)
 
 
 def get_versioned_call(key: str) -> Call:
@@ -120,7 +126,14 @@ class RemoteFunctionStorage(ThreadStorage):
         return self._invoke(touch_call(key, ttl_seconds))
 
     def _delete_user_threads(self, user_id: str) -> int:
-        return self._invoke(delete_user_call(user_id))
+        # One batch per call, each its own transaction, until one comes back
+        # short: a user with millions of threads is erased in many bounded calls.
+        total = 0
+        while True:
+            deleted = self._invoke(delete_user_batch_call(user_id))
+            total += deleted
+            if deleted < USER_ERASE_BATCH:
+                return total
 
     def _stats(self) -> dict[str, int]:
         return self._invoke(STATS_CALL)
@@ -173,7 +186,12 @@ class AsyncRemoteFunctionStorage(AsyncThreadStorage):
         return await self._invoke(touch_call(key, ttl_seconds))
 
     async def _delete_user_threads(self, user_id: str) -> int:
-        return await self._invoke(delete_user_call(user_id))
+        total = 0
+        while True:
+            deleted = await self._invoke(delete_user_batch_call(user_id))
+            total += deleted
+            if deleted < USER_ERASE_BATCH:
+                return total
 
     async def _stats(self) -> dict[str, int]:
         return await self._invoke(STATS_CALL)

@@ -99,7 +99,15 @@ select thread_id, user_id, created_at, accessed_at, expires_at,
  order by accessed_at desc, thread_id
  limit :limit
 """
-_DELETE_USER = "delete from conversation_threads where user_id = ?"
+# A batch at a time, as public.delete_user_threads_batch: each statement
+# commits on its own, so other writers get the file between batches instead
+# of waiting out (and perhaps timing out on) one long erase.
+_DELETE_USER_BATCH = """
+delete from conversation_threads where thread_id in (
+    select thread_id from conversation_threads where user_id = ? limit ?
+)
+"""
+USER_ERASE_BATCH = 5000
 _STATS = f"""
 select count(*) filter (where expires_at > {_NOW}),
        count(*) filter (where expires_at <= {_NOW}),
@@ -233,8 +241,13 @@ class SQLiteStorage(ThreadStorage):
             return self._connection().execute(_TOUCH_TTL, (ttl_seconds, key)).rowcount > 0
 
     def _delete_user_threads(self, user_id: str) -> int:
+        total = 0
         with self._translated_errors("delete_user_threads"):
-            return self._connection().execute(_DELETE_USER, (user_id,)).rowcount
+            while True:
+                deleted = self._connection().execute(_DELETE_USER_BATCH, (user_id, USER_ERASE_BATCH)).rowcount
+                total += deleted
+                if deleted < USER_ERASE_BATCH:
+                    return total
 
     def _stats(self) -> dict[str, int]:
         with self._translated_errors("stats"):
