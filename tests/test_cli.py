@@ -120,7 +120,7 @@ def test_doctor_warns_about_a_legacy_service_role_key(supabase_env, supabase_pro
 
 def test_doctor_fails_on_memory_and_on_bad_configuration():
     assert "FAIL  persistence" in run(["doctor"], {}).stdout
-    result = run(["doctor"], {"CONVERSATION_TIMEOUT_HOURS": "soon"})
+    result = run(["doctor"], {"CONVERSATION_STORAGE_BACKEND": "redis"})
     assert result.returncode == 4
     assert "FAIL  configuration" in result.stdout
 

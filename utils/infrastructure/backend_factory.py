@@ -15,7 +15,7 @@ from .errors import StorageConfigurationError, StorageError, StorageUnavailableE
 from .memory_storage import InMemoryStorage
 from .settings import Settings, load_settings
 
-logger = logging.getLogger("utils.infrastructure.storage_backend")
+logger = logging.getLogger("conversation_storage")
 
 
 def create_storage(settings: Settings | None = None) -> ThreadStorage:

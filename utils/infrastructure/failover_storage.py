@@ -29,7 +29,7 @@ from .errors import StorageError, StorageUnavailableError
 from .remote_calls import RemoteFunctionStorage
 from .spool import Spool
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("conversation_storage.failover")
 
 HEALTHY, DEGRADED, REPLAYING = "healthy", "degraded", "replaying"
 #: Version reported by reads during an outage: the next write is spooled unconditionally.

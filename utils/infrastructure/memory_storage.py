@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 from .base_storage import ThreadStorage
 from .thread_info import ThreadInfo, from_unix
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("conversation_storage.memory")
 
 DEFAULT_SWEEP_INTERVAL_SECONDS = 60.0
 # As in thread_get(): reads refresh accessed_at at most this often.

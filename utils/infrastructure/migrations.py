@@ -50,11 +50,17 @@ class SqlFile:
 
 
 def default_sql_dir() -> Path:
-    """``$CONVERSATION_SQL_DIR``, else the ``sql/`` folder beside this package's source tree."""
+    """``$CONVERSATION_SQL_DIR``, else the schema shipped inside this package.
+
+    In the repository the package's ``sql`` is a link to the top-level
+    ``sql/``; a daemon that copied the folder without it falls back to the
+    ``sql/`` two levels up, where a checkout has it.
+    """
     configured = os.environ.get("CONVERSATION_SQL_DIR")
     if configured:
         return Path(configured)
-    return Path(__file__).resolve().parents[2] / "sql"
+    shipped = Path(__file__).resolve().parent / "sql"
+    return shipped if shipped.is_dir() else Path(__file__).resolve().parents[2] / "sql"
 
 
 def sql_files(directory: Path | None = None) -> list[SqlFile]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from dotenv import find_dotenv, load_dotenv
+from dotenv import dotenv_values, find_dotenv
 
 from .errors import StorageConfigurationError
 from .validation import DEFAULT_MAX_VALUE_BYTES
@@ -15,6 +17,18 @@ BACKENDS = ("memory", "supabase", "postgres", "sqlite")
 POOLER_MODES = ("auto", "true", "false")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+#: The variables this library reads; a .env file contributes these and nothing else.
+OWN_VARIABLES = (
+    "CONVERSATION_STORAGE_BACKEND", "SUPABASE_URL", "SUPABASE_KEY", "SUPABASE_SERVICE_ROLE_KEY",
+    "CONVERSATION_TIMEOUT_HOURS", "CONVERSATION_MAX_VALUE_BYTES", "CONVERSATION_STORAGE_STRICT",
+    "CONVERSATION_STORAGE_TIMEOUT_SECONDS", "DATABASE_URL", "SUPABASE_DB_URL",
+    "CONVERSATION_POSTGRES_POOL_MIN", "CONVERSATION_POSTGRES_POOL_MAX", "CONVERSATION_POSTGRES_TRANSACTION_POOLER",
+    "CONVERSATION_SQLITE_PATH", "CONVERSATION_SQLITE_SYNCHRONOUS", "CONVERSATION_STORAGE_FAILOVER",
+    "CONVERSATION_SPOOL_PATH",
+)
+DEFAULT_TIMEOUT_HOURS = 3.0
+
+logger = logging.getLogger("conversation_storage")
 
 
 @dataclass(frozen=True)
@@ -44,14 +58,15 @@ class Settings:
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Read settings from ``environ`` (default: ``os.environ`` after loading ``.env``).
+    """Read settings from ``environ`` (default: ``os.environ`` and a ``.env`` file).
 
-    A ``.env`` file found from the working directory upwards fills in
-    variables that are not already set; the real environment always wins.
+    A ``.env`` file found from the working directory upwards fills in this
+    library's own variables where the environment does not set them. It is
+    read, never exported: the process environment stays as it was, and the
+    file's other variables (a project's API keys) are not even kept.
     """
     if environ is None:
-        load_dotenv(find_dotenv(usecwd=True), override=False)
-        environ = os.environ
+        environ = _with_dotenv(os.environ)
     backend = environ.get("CONVERSATION_STORAGE_BACKEND", "memory").strip().lower() or "memory"
     if backend not in BACKENDS:
         raise StorageConfigurationError(
@@ -62,7 +77,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         backend=backend,
         supabase_url=_text(environ, "SUPABASE_URL"),
         supabase_key=_text(environ, "SUPABASE_KEY") or _text(environ, "SUPABASE_SERVICE_ROLE_KEY"),
-        timeout_hours=_positive(environ, "CONVERSATION_TIMEOUT_HOURS", 3.0, float),
+        timeout_hours=_timeout_hours(environ),
         max_value_bytes=_positive(environ, "CONVERSATION_MAX_VALUE_BYTES", DEFAULT_MAX_VALUE_BYTES, int),
         strict=_flag(environ, "CONVERSATION_STORAGE_STRICT"),
         request_timeout_seconds=_positive(environ, "CONVERSATION_STORAGE_TIMEOUT_SECONDS", 10.0, float),
@@ -75,6 +90,32 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         failover=_flag(environ, "CONVERSATION_STORAGE_FAILOVER", default=True),
         spool_path=_text(environ, "CONVERSATION_SPOOL_PATH"),
     )
+
+
+def _with_dotenv(environ: Mapping[str, str]) -> Mapping[str, str]:
+    path = find_dotenv(usecwd=True)
+    if not path:
+        return environ
+    from_file = {name: value for name, value in dotenv_values(path).items()
+                 if name in OWN_VARIABLES and value is not None and name not in environ}
+    return {**environ, **from_file} if from_file else environ
+
+
+def _timeout_hours(environ: Mapping[str, str]) -> float:
+    # Daemons of the pal family warn and keep their default for a bad value
+    # instead of failing every conversation; so do we.
+    raw = environ.get("CONVERSATION_TIMEOUT_HOURS", "").strip()
+    if not raw:
+        return DEFAULT_TIMEOUT_HOURS
+    try:
+        hours = float(raw)
+    except ValueError:
+        hours = math.nan
+    if not (hours > 0 and math.isfinite(hours)):
+        logger.warning("CONVERSATION_TIMEOUT_HOURS=%r is not a positive number of hours: using %g",
+                       raw, DEFAULT_TIMEOUT_HOURS)
+        return DEFAULT_TIMEOUT_HOURS
+    return hours
 
 
 def _text(environ: Mapping[str, str], name: str) -> str | None:

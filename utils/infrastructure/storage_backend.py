@@ -1,8 +1,9 @@
 """Conversation thread storage: the public entry point.
 
-A drop-in for pal-mcp-server's ``utils/storage_backend.py``::
+A drop-in for pal-mcp-server's ``utils/storage_backend.py``. Installed, the
+package is ``conversation_storage`` (see ``__init__``)::
 
-    from utils.infrastructure.storage_backend import get_storage_backend
+    from conversation_storage import get_storage_backend
 
     storage = get_storage_backend()
     storage.setex(f"thread:{thread_id}", ttl_seconds, context.model_dump_json())
@@ -141,7 +142,7 @@ def _loop_lock() -> asyncio.Lock:
     return _async_lock[1]
 
 
-_LAZY = {
+LAZY_NAMES = {
     "SupabaseStorage": "supabase_storage",
     "AsyncSupabaseStorage": "supabase_storage",
     "PostgresStorage": "postgres_storage",
@@ -152,8 +153,8 @@ _LAZY = {
 def __getattr__(name: str):
     # The Supabase client and psycopg are imported on first use: they are slow
     # to import and a process needs at most one of them.
-    if name in _LAZY:
+    if name in LAZY_NAMES:
         import importlib
 
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __package__), name)
+        return getattr(importlib.import_module(f".{LAZY_NAMES[name]}", __package__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

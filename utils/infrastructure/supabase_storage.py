@@ -23,7 +23,7 @@ from .supabase_keys import legacy_key_advice, require_service_key
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
 
-logger = logging.getLogger("utils.infrastructure.storage_backend")
+logger = logging.getLogger("conversation_storage")
 
 
 def _timeout(seconds: float) -> httpx.Timeout:
