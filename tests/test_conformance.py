@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import reprlib
 import threading
 from datetime import timedelta
 
@@ -185,19 +186,25 @@ BAD_KEYS = [
     ("thread:\ud800", ValueError),  # lone surrogate: not encodable as UTF-8
 ]
 
+# Wrong type (bool included: an int subclass, but never meant as a lifetime)
+# is a TypeError; the right type with an unusable value a ValueError.
 BAD_TTLS = [
     (0, ValueError),
     (-1, ValueError),
     (True, TypeError),
     (False, TypeError),
-    (1.5, ValueError),
-    ("60", ValueError),
-    (None, ValueError),
+    (1.5, TypeError),
+    (60.0, TypeError),
+    (float("nan"), TypeError),
+    ("60", TypeError),
+    (None, TypeError),
     (timedelta(0), ValueError),
     (timedelta(seconds=-5), ValueError),
     (2**31, ValueError),
+    (timedelta(days=30_000), ValueError),
 ]
 
+# A NUL (\u0000) is not bad input: tests/test_nul_documents.py round-trips it.
 BAD_VALUES = [
     (None, TypeError),
     (b"{}", TypeError),
@@ -206,9 +213,10 @@ BAD_VALUES = [
     ("not json", ValueError),
     ('{"a": 1', ValueError),
     ("NaN", ValueError),
+    ("Infinity", ValueError),
+    ('{"x": -Infinity}', ValueError),
+    ('[1, NaN]', ValueError),
     ('{"a": 1} {"b": 2}', ValueError),
-    ('{"a": "\\u0000"}', ValueError),
-    ('{"\\u0000key": 1}', ValueError),
     ('"\\ud800"', ValueError),  # escaped lone surrogate
     ('"\ud800"', ValueError),  # raw lone surrogate
 ]
@@ -252,6 +260,19 @@ def test_value_over_the_size_limit_is_refused(backend):
     _assert_nothing_stored(backend, lambda: backend.storage.setex("thread:keep", 60, too_big), ValueError)
 
 
+def _circular() -> dict:
+    metadata: dict = {}
+    metadata["self"] = metadata
+    return metadata
+
+
+def _nested(depth: int) -> dict:
+    metadata: dict = {}
+    for _ in range(depth):
+        metadata = {"a": metadata}
+    return metadata
+
+
 @pytest.mark.parametrize(
     ("kwargs", "expected"),
     [
@@ -260,11 +281,18 @@ def test_value_over_the_size_limit_is_refused(backend):
         ({"metadata": "tool=chat"}, TypeError),
         ({"metadata": ["a"]}, TypeError),
         ({"metadata": {"when": object()}}, TypeError),
-        ({"metadata": {"x": float("nan")}}, TypeError),
+        ({"metadata": {"tags": {"a", "b"}}}, TypeError),
+        ({"metadata": {(1, 2): "tuple key"}}, TypeError),
+        ({"metadata": {"x": float("nan")}}, ValueError),  # as NaN in the value
+        ({"metadata": {"x": [float("inf")]}}, ValueError),
+        ({"metadata": {"x": -float("inf")}}, ValueError),
+        ({"metadata": _circular()}, ValueError),
+        ({"metadata": _nested(5000)}, ValueError),
         ({"metadata": {"x": "\x00"}}, ValueError),
+        ({"metadata": {"\x00": 1}}, ValueError),
         ({"metadata": {"x": "y" * 70_000}}, ValueError),
     ],
-    ids=repr,
+    ids=reprlib.repr,  # plain repr recurses through the deeply nested one
 )
 def test_bad_user_id_or_metadata_is_refused(backend, kwargs, expected):
     _assert_nothing_stored(
@@ -357,19 +385,37 @@ def test_stats_count_live_and_expired_entries(backend):
     assert stats["total_bytes"] > live_bytes
 
 
+def _fail(current):
+    raise AssertionError("update must check its arguments before running fn")
+
+
 @pytest.mark.parametrize(
     ("call", "expected"),
     [
         (lambda s: s.list_threads(limit=-1), ValueError),
-        (lambda s: s.list_threads(limit="5"), ValueError),
+        (lambda s: s.list_threads(limit=2**31), ValueError),
+        (lambda s: s.list_threads(limit="5"), TypeError),
+        (lambda s: s.list_threads(limit=True), TypeError),
         (lambda s: s.list_threads(user_id=7), TypeError),
         (lambda s: s.touch("thread:keep", 0), ValueError),
+        (lambda s: s.touch("thread:keep", 1.5), TypeError),
         (lambda s: s.touch("", 60), ValueError),
         (lambda s: s.delete_user_threads(None), TypeError),
         (lambda s: s.delete_user_threads(""), ValueError),
         (lambda s: s.cleanup_expired(batch_size=0), ValueError),
+        (lambda s: s.cleanup_expired(batch_size=2**31), ValueError),
+        (lambda s: s.cleanup_expired(batch_size=10.0), TypeError),
+        (lambda s: s.update("thread:keep", None, 60), TypeError),
+        (lambda s: s.update("thread:keep", _fail, "60"), TypeError),
+        (lambda s: s.update("thread:keep", _fail, 60, metadata={"x": float("nan")}), ValueError),
+        (lambda s: s.update("thread:keep", _fail, 60, max_attempts=0), ValueError),
+        (lambda s: s.update("thread:keep", _fail, 60, max_attempts="3"), TypeError),
     ],
-    ids=["negative limit", "str limit", "int user", "zero ttl", "empty key", "None user", "empty user", "zero batch"],
+    ids=[
+        "negative limit", "huge limit", "str limit", "bool limit", "int user", "zero ttl", "float ttl",
+        "empty key", "None user", "empty user", "zero batch", "huge batch", "float batch", "fn None",
+        "update str ttl", "update NaN metadata", "zero attempts", "str attempts",
+    ],
 )
 def test_bad_arguments_of_the_other_operations_are_refused(backend, call, expected):
     _assert_nothing_stored(backend, lambda: call(backend.storage), expected)

@@ -15,6 +15,7 @@ import pytest
 from tests.support.database import PROJECT_ROOT, apply_sql
 from tests.support.postgres_server import PASSWORD, PostgresServer
 from utils.infrastructure.failover_storage import DEGRADED, HEALTHY, FailoverStorage
+from utils.infrastructure.json_envelope import MARKER
 from utils.infrastructure.postgres_storage import PostgresStorage
 from utils.infrastructure.spool import Spool
 from utils.infrastructure.supabase_storage import SupabaseStorage
@@ -139,6 +140,35 @@ def test_reads_during_an_outage_are_served_from_the_spool(supabase_project, tmp_
             assert storage.get("thread:during") is None  # the delete was replayed too
     finally:
         gateway.fault = None
+
+
+def test_nul_documents_written_during_an_outage_are_replayed_and_readable(supabase_project, tmp_path):
+    gateway = supabase_project.gateway
+    primary = SupabaseStorage(supabase_project.url, supabase_project.secret_key, timeout_seconds=0.5)
+    document = json.dumps({"turns": ["tool output \u0000 with a NUL"]})
+
+    def add_turn(current):
+        thread = json.loads(current)
+        thread["turns"].append("another \u0000")
+        return json.dumps(thread)
+
+    try:
+        with _failover(primary, tmp_path) as storage:
+            gateway.fault = "503"
+            storage.setex("thread:nul", 3600, document)
+            assert storage.status()["state"] == DEGRADED
+            assert storage.get("thread:nul") == document  # from the spool
+            updated = storage.update("thread:nul", add_turn, 3600)  # spooled too
+            assert storage.status()["pending"] == 2
+            gateway.fault = None
+            assert storage.wait_until_healthy(30)
+            assert storage.get("thread:nul") == updated  # now from the store
+    finally:
+        gateway.fault = None
+    with SupabaseStorage(supabase_project.url, supabase_project.secret_key) as another_daemon:
+        assert another_daemon.get("thread:nul") == updated
+    with supabase_project.connect() as conn:
+        assert _stored(conn, "thread:nul") == {MARKER: updated}, "replayed in the envelope"
 
 
 def test_replay_never_overwrites_a_newer_value(supabase_project, tmp_path):

@@ -13,6 +13,7 @@ from freezegun import freeze_time
 
 from tests.support.postgres_server import free_port
 from utils.infrastructure.errors import StorageUnavailableError
+from utils.infrastructure.json_envelope import MARKER, to_stored
 from utils.infrastructure.supabase_storage import SupabaseStorage
 
 
@@ -28,6 +29,13 @@ def _row(project, key):
             "select user_id, metadata, created_at, accessed_at, expires_at, xmin::text::bigint"
             " from public.conversation_threads where thread_id = %s",
             (key,),
+        ).fetchone()
+
+
+def _stored_data(project, key):
+    with project.connect() as conn:
+        return conn.execute(
+            "select conversation_data, size_bytes from public.conversation_threads where thread_id = %s", (key,)
         ).fetchone()
 
 
@@ -181,3 +189,16 @@ def test_an_unusable_url_is_a_configuration_error():
 
     with pytest.raises(StorageConfigurationError, match="SUPABASE_URL"):
         SupabaseStorage("db.example.com:5432", "key")
+
+
+def test_a_nul_document_is_stored_in_an_envelope_and_others_as_json(storage, supabase_project):
+    document = json.dumps({"turns": [{"content": "tool output \u0000 binary"}]})
+    storage.setex("thread:nul", 60, document)
+    data, size_bytes = _stored_data(supabase_project, "thread:nul")
+    assert data == {MARKER: document}, "the row holds the caller's text as one JSON string"
+    assert size_bytes == len(to_stored(document).encode())
+    assert storage.get("thread:nul") == document
+
+    # No NUL: the row holds the document itself, as before.
+    storage.setex("thread:plain", 60, '{"text": "\\\\u0000 is not a NUL"}')
+    assert _stored_data(supabase_project, "thread:plain")[0] == {"text": "\\u0000 is not a NUL"}

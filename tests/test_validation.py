@@ -1,7 +1,8 @@
 """The client-side JSON rules are never more lenient than PostgreSQL's JSONB.
 
 Whatever the library accepts must be storable by every backend; this checks
-the rules against a real server's jsonb input function.
+the rules against a real server's jsonb input function. The one exception,
+a NUL (\u0000), is accepted and stored in an envelope JSONB can hold.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import psycopg
 import pytest
 
 from utils.infrastructure.errors import StorageValueError
+from utils.infrastructure.json_envelope import MARKER, from_stored, to_stored
 from utils.infrastructure.validation import DEFAULT_MAX_VALUE_BYTES, check_value
 
 ACCEPTED = [
@@ -37,11 +39,21 @@ REFUSED = [
     '{"a": 1',
     "NaN",
     "Infinity",
+    "-Infinity",
+    '{"x": NaN}',
     "[1,]",
     "{'single': 'quotes'}",
-    '{"a": "\\u0000"}',
     '"\\ud800"',
     '"\\udc00\\ud800"',
+]
+
+# JSONB refuses these (a NUL); the library accepts them and stores them in an envelope.
+NEEDS_ENVELOPE = [
+    '{"a": "\\u0000"}',
+    '{"\\u0000key": 1}',
+    '"\\u0000"',
+    '"\\\\\\u0000"',  # an escaped backslash, then a NUL
+    json.dumps({"text": "naïve ✓ \u0000"}, ensure_ascii=False),
 ]
 
 # Postgres accepts these, the library refuses them: stricter is safe, and the
@@ -87,3 +99,31 @@ def test_known_cases_where_the_library_is_stricter(conn, text):
 def test_pathologically_deep_nesting_is_refused_not_a_crash():
     with pytest.raises(StorageValueError, match="depth"):
         check_value("[" * 1_000_000 + "]" * 1_000_000, 8 * DEFAULT_MAX_VALUE_BYTES)
+
+
+def jsonb_text(conn, text: str) -> str:
+    """What Postgres stores and prints for ``text`` (thread_get returns jsonb::text)."""
+    return conn.execute("select %s::text::jsonb::text", (text,)).fetchone()[0]
+
+
+@pytest.mark.parametrize("text", NEEDS_ENVELOPE, ids=lambda t: t[:40])
+def test_nul_documents_are_accepted_and_stored_in_an_envelope(conn, text):
+    check_value(text, DEFAULT_MAX_VALUE_BYTES)
+    assert not postgres_accepts(conn, text)
+    stored = to_stored(text)
+    assert postgres_accepts(conn, stored)
+    assert from_stored(jsonb_text(conn, stored)) == text
+
+
+@pytest.mark.parametrize("text", ACCEPTED, ids=lambda t: t[:40])
+def test_every_other_document_is_stored_as_it_is(conn, text):
+    assert to_stored(text) is text
+    assert from_stored(jsonb_text(conn, text)) == jsonb_text(conn, text)
+
+
+def test_a_document_that_would_read_as_an_envelope_is_wrapped_too(conn):
+    lookalike = json.dumps({MARKER: "[1, 2]"})
+    assert postgres_accepts(conn, lookalike)
+    stored = to_stored(lookalike)
+    assert stored != lookalike
+    assert from_stored(jsonb_text(conn, stored)) == lookalike

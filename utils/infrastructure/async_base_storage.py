@@ -12,15 +12,18 @@ from typing import Any
 
 from .base_storage import Ttl
 from .errors import StorageClosedError, StorageTypeError
-from .thread_info import ThreadInfo, check_limit
+from .thread_info import ThreadInfo
 from .versioned_update import DEFAULT_MAX_ATTEMPTS, Updater, backoff_seconds, conflict
 from .validation import (
     DEFAULT_MAX_VALUE_BYTES,
     check_batch_size,
     check_key,
+    check_limit,
     check_user_id,
+    check_value,
     ttl_to_seconds,
     validate_set,
+    validate_update,
 )
 
 
@@ -72,15 +75,16 @@ class AsyncThreadStorage(ABC):
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     ) -> str:
         """Atomically replace the thread with ``fn(current_json_or_None)``; see ThreadStorage.update."""
-        key = check_key(key)
-        for attempt in range(max_attempts):
+        args = validate_update(key, fn, ttl_seconds, user_id, metadata, max_attempts)
+        for attempt in range(args.max_attempts):
             self._ensure_open()
-            current, version = await self._get_versioned(key)
-            args = validate_set(key, ttl_seconds, fn(current), user_id, metadata, self.max_value_bytes)
-            if await self._set_if_version(*args, version):
-                return args.value
+            current, version = await self._get_versioned(args.key)
+            value = fn(current)
+            check_value(value, self.max_value_bytes)
+            if await self._set_if_version(args.key, args.ttl_seconds, value, args.user_id, args.metadata, version):
+                return value
             await asyncio.sleep(backoff_seconds(attempt))
-        raise conflict(key, max_attempts)
+        raise conflict(args.key, args.max_attempts)
 
     async def cleanup_expired(self, batch_size: int = 1000) -> int:
         batch_size = check_batch_size(batch_size)

@@ -9,15 +9,18 @@ from datetime import timedelta
 from typing import Any
 
 from .errors import StorageClosedError, StorageTypeError
-from .thread_info import ThreadInfo, check_limit
+from .thread_info import ThreadInfo
 from .versioned_update import DEFAULT_MAX_ATTEMPTS, Updater, backoff_seconds, conflict
 from .validation import (
     DEFAULT_MAX_VALUE_BYTES,
     check_batch_size,
     check_key,
+    check_limit,
     check_user_id,
+    check_value,
     ttl_to_seconds,
     validate_set,
+    validate_update,
 )
 
 Ttl = int | timedelta
@@ -90,15 +93,16 @@ class ThreadStorage(ABC):
         ``fn`` may run more than once (after losing to another writer), so it
         must only compute, not act.
         """
-        key = check_key(key)
-        for attempt in range(max_attempts):
+        args = validate_update(key, fn, ttl_seconds, user_id, metadata, max_attempts)
+        for attempt in range(args.max_attempts):
             self._ensure_open()
-            current, version = self._get_versioned(key)
-            args = validate_set(key, ttl_seconds, fn(current), user_id, metadata, self.max_value_bytes)
-            if self._set_if_version(*args, version):
-                return args.value
+            current, version = self._get_versioned(args.key)
+            value = fn(current)
+            check_value(value, self.max_value_bytes)
+            if self._set_if_version(args.key, args.ttl_seconds, value, args.user_id, args.metadata, version):
+                return value
             time.sleep(backoff_seconds(attempt))
-        raise conflict(key, max_attempts)
+        raise conflict(args.key, args.max_attempts)
 
     def cleanup_expired(self, batch_size: int = 1000) -> int:
         """Remove at most ``batch_size`` expired entries and return how many went.

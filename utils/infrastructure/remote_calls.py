@@ -2,6 +2,9 @@
 
 Each operation is one function call; the Supabase and Postgres transports,
 sync and async, only carry a :class:`Call` and hand back its raw result.
+Documents go through :mod:`.json_envelope` here, on every path that writes
+(set, update, replay) or returns them (get, update's read), so both
+transports, both faces and the failover replay store a NUL the same way.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any, Callable, NamedTuple
 from .async_base_storage import AsyncThreadStorage
 from .base_storage import ThreadStorage
 from .errors import StorageSchemaError
+from .json_envelope import from_stored, to_stored
 from .schema import check_health
 from .thread_info import ThreadInfo
 
@@ -23,17 +27,17 @@ class Call(NamedTuple):
     decode: Callable[[Any], Any]
 
 
-def _text_or_none(value: Any) -> str | None:
+def _document_or_none(value: Any) -> str | None:
     if value is not None and not isinstance(value, str):
         raise StorageSchemaError(
             f"thread_get returned {type(value).__name__}, not JSON text: "
             "the database has an unexpected thread_get(); apply the files of sql/ again"
         )
-    return value
+    return from_stored(value)
 
 
 def set_call(key: str, ttl_seconds: int, value: str, user_id: str | None, metadata: dict | None) -> Call:
-    params: dict[str, Any] = {"p_thread_id": key, "p_data": value, "p_ttl_seconds": ttl_seconds}
+    params: dict[str, Any] = {"p_thread_id": key, "p_data": to_stored(value), "p_ttl_seconds": ttl_seconds}
     if user_id is not None:
         params["p_user_id"] = user_id
     if metadata is not None:
@@ -42,7 +46,7 @@ def set_call(key: str, ttl_seconds: int, value: str, user_id: str | None, metada
 
 
 def get_call(key: str) -> Call:
-    return Call("thread_get", {"p_thread_id": key}, _text_or_none)
+    return Call("thread_get", {"p_thread_id": key}, _document_or_none)
 
 
 def delete_call(key: str) -> Call:
@@ -76,7 +80,7 @@ def delete_user_batch_call(user_id: str) -> Call:
 
 def get_versioned_call(key: str) -> Call:
     return Call("thread_get_versioned", {"p_thread_id": key},
-                lambda r: (_text_or_none(r["data"]), int(r["version"])))
+                lambda r: (_document_or_none(r["data"]), int(r["version"])))
 
 
 def set_if_version_call(key, ttl_seconds, value, user_id, metadata, expected_version: int) -> Call:
