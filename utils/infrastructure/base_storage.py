@@ -23,6 +23,11 @@ from .validation import (
     validate_update,
 )
 
+#: Threads one erase step of delete_user_threads removes at most, on every
+#: backend: a bounded amount of work per statement (about 40 ms here), far
+#: inside Supabase's 8 s statement timeout however many threads the user has.
+USER_ERASE_BATCH = 5000
+
 Ttl = int | timedelta
 
 

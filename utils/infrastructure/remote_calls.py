@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, Callable, NamedTuple
 
 from .async_base_storage import AsyncThreadStorage
-from .base_storage import ThreadStorage
+from .base_storage import USER_ERASE_BATCH, ThreadStorage
 from .errors import StorageSchemaError
 from .json_envelope import from_stored, to_stored
 from .schema import check_health
@@ -66,12 +66,6 @@ def list_call(user_id: str | None, limit: int) -> Call:
 
 def touch_call(key: str, ttl_seconds: int) -> Call:
     return Call("thread_touch", {"p_thread_id": key, "p_ttl_seconds": ttl_seconds}, bool)
-
-
-#: Threads one delete_user_threads_batch call erases at most: a bounded amount
-#: of work per request (about 40 ms here), far inside Supabase's 8 s statement
-#: timeout however many threads the user has.
-USER_ERASE_BATCH = 5000
 
 
 def delete_user_batch_call(user_id: str) -> Call:

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from .base_storage import ThreadStorage
+from .base_storage import USER_ERASE_BATCH, ThreadStorage
 from .errors import StorageConfigurationError, StorageError, StorageUnavailableError
 from .thread_info import ThreadInfo, from_unix
 
@@ -107,7 +107,6 @@ delete from conversation_threads where thread_id in (
     select thread_id from conversation_threads where user_id = ? limit ?
 )
 """
-USER_ERASE_BATCH = 5000
 _STATS = f"""
 select count(*) filter (where expires_at > {_NOW}),
        count(*) filter (where expires_at <= {_NOW}),

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from .validation import StorageValueError
 
 
 @dataclass(frozen=True)
@@ -55,8 +54,3 @@ def _time(value: str | datetime) -> datetime:
         return value
     return datetime.fromisoformat(value)
 
-
-def check_limit(limit: object) -> int:
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-        raise StorageValueError(f"limit must be a non-negative int, got {limit!r}")
-    return limit
