@@ -15,6 +15,7 @@ from freezegun import freeze_time
 from tests.support.async_facade import EventLoopThread, SyncFacade
 from tests.support.database import apply_sql
 from tests.support.local_supabase import LocalSupabase
+from tests.support.outages import PostgresStore, SupabaseStore
 from tests.support.postgres_server import PASSWORD, PostgresServer
 from utils.infrastructure import storage_backend
 from utils.infrastructure.async_adapters import AsyncInMemoryStorage, AsyncSQLiteStorage
@@ -42,11 +43,31 @@ def local_supabase():
     stack.close()
 
 
+@pytest.fixture(scope="session")
+def stoppable_postgres():
+    """A Postgres server of its own with sql/ applied, for tests that stop it."""
+    with PostgresServer() as server:
+        with server.connect() as conn:
+            apply_sql(conn)
+        yield server
+
+
+@pytest.fixture(params=["postgres", "supabase"])
+def store(request):
+    """A store the test can take away (``down()``) and bring back (``up()``); see tests/support/outages.py."""
+    if request.param == "postgres":
+        store = PostgresStore(request.getfixturevalue("stoppable_postgres"))
+    else:
+        store = SupabaseStore(request.getfixturevalue("supabase_project"))
+    yield store
+    store.up()
+
+
 @pytest.fixture
 def supabase_project(local_supabase):
     """The local Supabase stand-in with an empty conversation_threads table."""
     with local_supabase.connect() as conn:
-        conn.execute("truncate public.conversation_threads")
+        conn.execute("truncate public.conversation_threads, public.conversation_thread_tombstones, public.conversation_user_erasures")
     local_supabase.gateway.reset_counts()
     return local_supabase
 
@@ -63,7 +84,7 @@ def _postgres_database(postgres_server):
 def postgres_dsn(postgres_server, _postgres_database):
     """Connection string of a plain Postgres database with sql/ applied and no threads."""
     with postgres_server.connect(_postgres_database) as conn:
-        conn.execute("truncate public.conversation_threads")
+        conn.execute("truncate public.conversation_threads, public.conversation_thread_tombstones, public.conversation_user_erasures")
     return postgres_server.dsn_for(_postgres_database, password=PASSWORD)
 
 

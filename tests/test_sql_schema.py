@@ -10,8 +10,10 @@ FUNCTIONS = [
     "thread_set", "thread_get", "thread_delete", "cleanup_expired_threads", "storage_health",
     "thread_list", "thread_touch", "delete_user_threads", "thread_stats",
     "thread_get_versioned", "thread_set_if_version", "thread_replay_set", "thread_replay_delete",
-    "conversation_storage_schema_version",
+    "conversation_storage_schema_version", "thread_replay", "conversation_storage_bury",
+    "conversation_storage_tombstone_retention", "conversation_storage_record_erasure",
 ]
+TABLES = ["conversation_threads", "conversation_thread_tombstones", "conversation_user_erasures"]
 #: Runs as its owner to read pg_cron's cron.job, which Supabase grants to postgres only.
 DEFINER = "conversation_storage_cleanup_job_scheduled"
 
@@ -50,12 +52,13 @@ def test_files_apply_twice_on_plain_postgres_without_supabase_roles(postgres_ser
         assert conn.execute("select public.thread_get('thread:plain')").fetchone()[0] == '{"ok": true}'
 
 
-def test_row_level_security_is_on_with_no_policy(supabase_db):
+@pytest.mark.parametrize("table", TABLES)
+def test_row_level_security_is_on_with_no_policy(supabase_db, table):
     enabled = supabase_db.execute(
-        "select relrowsecurity from pg_class where oid = 'public.conversation_threads'::regclass"
+        "select relrowsecurity from pg_class where oid = %s::regclass", (f"public.{table}",)
     ).fetchone()[0]
     policies = supabase_db.execute(
-        "select count(*) from pg_policies where schemaname = 'public' and tablename = 'conversation_threads'"
+        "select count(*) from pg_policies where schemaname = 'public' and tablename = %s", (table,)
     ).fetchone()[0]
     assert enabled is True
     assert policies == 0
@@ -108,12 +111,13 @@ def test_only_service_role_may_execute(supabase_db, function):
     assert "=X/" not in acl.replace("service_role=X/", "").replace("postgres=X/", ""), f"PUBLIC may execute: {acl}"
 
 
-def test_anon_and_authenticated_have_no_table_privileges(supabase_db):
+@pytest.mark.parametrize("table", TABLES)
+def test_anon_and_authenticated_have_no_table_privileges(supabase_db, table):
     for role in ("anon", "authenticated"):
         granted = supabase_db.execute(
             "select privilege_type from information_schema.role_table_grants"
-            " where table_name = 'conversation_threads' and grantee = %s",
-            (role,),
+            " where table_name = %s and grantee = %s",
+            (table, role),
         ).fetchall()
         assert granted == []
 

@@ -7,10 +7,16 @@ the store answers, calls go straight to it. When a call finds it unreachable
 local :class:`Spool`, reads of spooled keys are served from the spool, and no
 call waits on the dead store. A background thread probes the store with
 growing pauses (the half-open state); once a probe succeeds it replays the
-spool in order (``replaying``) through SQL that never overwrites a value
-written after the spooled one, then returns to ``healthy``. The spool lives
-in a file, so writes spooled by a daemon that is killed are replayed by the
-next one that opens it.
+spool (``replaying``), then returns to ``healthy``. The spool lives in a
+file, so writes spooled by a daemon that is killed are replayed by the next
+one that opens it.
+
+No acknowledged change is undone by a replay: each spooled write carries the
+time it was acknowledged on the server's clock (server_clock.py), and the
+store applies it only if the thread has received nothing newer, a delete or
+an expiry included (sql/010's tombstones). While replaying, a call on a key
+first replays that key's spooled writes, so it sees (and a delete removes)
+what this process acknowledged.
 
 Listing, touch, per-user erase, statistics and cleanup are operator calls:
 they go to the store and raise when it is down.
@@ -22,18 +28,24 @@ import logging
 import random
 import threading
 import time
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from .errors import StorageError, StorageUnavailableError
-from .remote_calls import RemoteFunctionStorage
-from .spool import Spool
+from .remote_calls import RemoteFunctionStorage, set_call
+from .server_clock import ServerClock
+from .spool import Spool, SpooledWrite, SpoolError
 
 logger = logging.getLogger("conversation_storage.failover")
 
 HEALTHY, DEGRADED, REPLAYING = "healthy", "degraded", "replaying"
 #: Version reported by reads during an outage: the next write is spooled unconditionally.
 _SPOOLED_VERSION = -1
+#: Writes claimed per round of the replay; small, so a claim never outlives its lease.
+_REPLAY_BATCH = 50
+#: Where the spool remembers the last measured clock offset, for a process that starts during an outage.
+_OFFSET_META = "server_clock_offset"
 
 
 class FailoverStorage(RemoteFunctionStorage):
@@ -52,13 +64,20 @@ class FailoverStorage(RemoteFunctionStorage):
         self.backend_name = primary.backend_name
         self.persistent = True
         self.url = getattr(primary, "url", "")
+        self.clock = ServerClock(_remembered_offset(spool))
         self._first_probe_after = first_probe_after
         self._max_probe_interval = max_probe_interval
         self._state = HEALTHY
         self._state_lock = threading.Lock()
+        # One replay of a spooled write at a time in this process: the
+        # recovery thread and a call replaying its key never send one twice.
+        self._replay_lock = threading.Lock()
         self._last_error: str | None = None
         self._degraded_since: float | None = None
         self._recovery: threading.Thread | None = None
+        # How far a replay that could not remove what it replayed got (a full disk).
+        self._replayed_through = 0
+        self.replayed = {"applied": 0, "expired": 0, "superseded": 0, "too_old": 0}
         pending = spool.pending()
         if unavailable is not None or pending:
             with self._state_lock:
@@ -68,16 +87,26 @@ class FailoverStorage(RemoteFunctionStorage):
     # -- state ----------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        """``state`` (healthy / degraded / replaying), ``pending`` spooled writes, ``last_error``."""
+        """``state`` (healthy / degraded / replaying), ``pending`` spooled writes, ``last_error``, replay outcomes."""
         with self._state_lock:
             state, error, since = self._state, self._last_error, self._degraded_since
+        try:
+            pending: int | None = self.spool.pending()
+        except SpoolError as exc:
+            pending, error = None, error or str(exc)
         return {
             "state": state,
-            "pending": self.spool.pending(),
+            "pending": pending,
             "last_error": error,
             "degraded_for_seconds": None if since is None else round(time.monotonic() - since, 3),
             "spool": str(self.spool.path),
+            "replayed": dict(self.replayed),
+            "server_clock_offset_seconds": round(self.clock.offset, 6),
         }
+
+    def _state_now(self) -> str:
+        with self._state_lock:
+            return self._state
 
     def _degrade(self, exc: StorageError) -> None:
         """Open the circuit; the caller holds the state lock."""
@@ -88,66 +117,70 @@ class FailoverStorage(RemoteFunctionStorage):
                 "conversation storage %s is unreachable (%s): writes go to the spool %s and are "
                 "replayed when it is back", self.backend_name, exc, self.spool.path,
             )
+            self._remember_offset()
         self._state = DEGRADED
         if self._recovery is None or not self._recovery.is_alive():
             self._recovery = threading.Thread(target=self._recover, name="conversation-storage-recovery", daemon=True)
             self._recovery.start()
 
-    def _healthy(self) -> bool:
-        with self._state_lock:
-            return self._state == HEALTHY
+    def _remember_offset(self) -> None:
+        if self.clock.measured:
+            try:
+                self.spool.write_meta(_OFFSET_META, repr(self.clock.offset))
+            except SpoolError as exc:
+                logger.debug("could not remember the server clock offset: %s", exc)
 
     # -- the daemon's calls ----------------------------------------------------------
 
     def _set(self, key, ttl_seconds, value, user_id, metadata) -> None:
-        if self._spooled_if_degraded(lambda: self.spool.append_set(key, ttl_seconds, value, user_id, metadata)):
+        def spool_it() -> None:
+            self.spool.append_set(key, ttl_seconds, value, user_id, metadata, self.clock.now())
+
+        if self._spooled_if_degraded(spool_it):
             return
         try:
-            self.primary._set(key, ttl_seconds, value, user_id, metadata)
-            self._supersede(key)
+            sent = time.time()
+            written_at = self.primary._invoke(set_call(key, ttl_seconds, value, user_id, metadata))
+            self.clock.observe(written_at, sent, time.time())
         except StorageUnavailableError as exc:
-            with self._state_lock:
-                self._degrade(exc)
-                self.spool.append_set(key, ttl_seconds, value, user_id, metadata)
+            self._spool_after(exc, spool_it)
+            return
+        self._supersede(key)
 
     def _delete(self, key: str) -> bool:
-        with self._state_lock:
-            if self._state == DEGRADED:
-                return self._spool_delete(key)
+        state = self._state_now()
+        if state == DEGRADED:
+            return self._spool_delete(key)
         try:
+            if state == REPLAYING:
+                self._replay_key(key)  # so that the answer counts what this process acknowledged
             deleted = self.primary._delete(key)
-            self._supersede(key)
-            return deleted
         except StorageUnavailableError as exc:
-            with self._state_lock:
-                self._degrade(exc)
-                return self._spool_delete(key)
+            return self._spool_after(exc, lambda: self._spool_delete(key))
+        self._supersede(key)
+        return deleted
 
     def _spool_delete(self, key: str) -> bool:
         """Spool a delete; True when the spool held a live value (the store cannot be asked)."""
-        was_live = self._spooled_value(key) is not None
-        self.spool.append_delete(key)
+        was_live = self._from_spool(key) is not None
+        self.spool.append_delete(key, self.clock.now())
         return was_live
 
     def _get(self, key: str) -> str | None:
         return self._get_versioned(key)[0]
 
     def _get_versioned(self, key: str) -> tuple[str | None, int]:
-        if not self._healthy():
-            spooled = self.spool.latest(key)
-            if spooled is not None:
-                value = None if spooled.op == "delete" or spooled.expired else spooled.value
-                return value, _SPOOLED_VERSION
-            with self._state_lock:
-                replaying = self._state == REPLAYING
-            if not replaying:
-                return None, _SPOOLED_VERSION  # the circuit is open: do not wait on a dead store
+        state = self._state_now()
+        if state == DEGRADED:
+            return self._from_spool(key), _SPOOLED_VERSION  # the circuit is open: do not wait on a dead store
         try:
+            if state == REPLAYING:
+                self._replay_key(key)
             return self.primary._get_versioned(key)
         except StorageUnavailableError as exc:
             with self._state_lock:
                 self._degrade(exc)
-            return None, _SPOOLED_VERSION
+            return self._from_spool(key), _SPOOLED_VERSION
 
     def _set_if_version(self, key, ttl_seconds, value, user_id, metadata, expected_version: int) -> bool:
         # Compare-and-set needs the store; during an outage the write is
@@ -156,17 +189,17 @@ class FailoverStorage(RemoteFunctionStorage):
             self._set(key, ttl_seconds, value, user_id, metadata)
             return True
         try:
+            if self._state_now() == REPLAYING:
+                self._replay_key(key)
             written = self.primary._set_if_version(key, ttl_seconds, value, user_id, metadata, expected_version)
-            if written:
-                self._supersede(key)
-            return written
         except StorageUnavailableError as exc:
-            with self._state_lock:
-                self._degrade(exc)
-                self.spool.append_set(key, ttl_seconds, value, user_id, metadata)
-            return True
+            return self._spool_after(
+                exc, lambda: self.spool.append_set(key, ttl_seconds, value, user_id, metadata, self.clock.now()) or True)
+        if written:
+            self._supersede(key)
+        return written
 
-    def _spooled_if_degraded(self, append) -> bool:
+    def _spooled_if_degraded(self, append: Callable[[], None]) -> bool:
         # Only while the circuit is open. While replaying, writes go to the
         # store again: otherwise a busy daemon could spool faster than the
         # replay drains, and the replay's newer-wins rule already keeps a
@@ -174,18 +207,28 @@ class FailoverStorage(RemoteFunctionStorage):
         with self._state_lock:
             if self._state != DEGRADED:
                 return False
-            append()
+            _logged(append)
             return True
 
-    def _supersede(self, key: str) -> None:
-        """After a direct write, older spooled writes of ``key`` are obsolete: reads must not serve them."""
+    def _spool_after(self, exc: StorageUnavailableError, append: Callable[[], Any]) -> Any:
+        """The store failed this call: open the circuit and spool it instead."""
         with self._state_lock:
-            if self._state != HEALTHY:
-                self.spool.discard(key)
+            self._degrade(exc)
+            return _logged(append)
 
-    def _spooled_value(self, key: str) -> str | None:
+    def _supersede(self, key: str) -> None:
+        """After a direct write, spooled writes of ``key`` are obsolete: neither read nor replayed."""
+        if self._state_now() == HEALTHY:
+            return
+        try:
+            self.spool.discard(key)
+        except SpoolError as exc:
+            # The store would refuse them anyway (they are older); only wasted work.
+            logger.warning("%s; they are replayed and refused by the store as older", exc)
+
+    def _from_spool(self, key: str) -> str | None:
         spooled = self.spool.latest(key)
-        if spooled is None or spooled.op == "delete" or spooled.expired:
+        if spooled is None or spooled.op == "delete" or spooled.expired(self.clock.now()):
             return None
         return spooled.value
 
@@ -200,65 +243,156 @@ class FailoverStorage(RemoteFunctionStorage):
     # -- recovery ---------------------------------------------------------------
 
     def _recover(self) -> None:
+        # A dead recovery thread would leave the spool unreplayed for as long as the process lives.
+        while True:
+            try:
+                return self._recover_until_healthy()
+            except Exception:
+                logger.exception("the spool's recovery failed unexpectedly; trying again in 5 s")
+                if self._closed.wait(5):
+                    return
+
+    def _recover_until_healthy(self) -> None:
         pause = self._first_probe_after
         while not self._closed.wait(pause * random.uniform(0.8, 1.2)):
             pause = min(pause * 2, self._max_probe_interval)
             try:
-                self.primary.health()  # the half-open probe
+                self._probe()
             except StorageError as exc:
                 with self._state_lock:
                     self._last_error = str(exc)
                 continue
             with self._state_lock:
                 self._state = REPLAYING
-            logger.info("conversation storage %s is reachable again: replaying %d spooled writes",
-                        self.backend_name, self.spool.pending())
             try:
+                logger.info("conversation storage %s is reachable again: replaying %d spooled writes",
+                            self.backend_name, self.spool.pending())
                 replayed = self._drain()
+            except SpoolError as exc:
+                # The store is fine, the spool file is not (a full disk):
+                # calls go to the store meanwhile; try again later.
+                logger.error("replaying the spool stopped: %s; retrying in %.0f s", exc, pause)
+                with self._state_lock:
+                    self._last_error = str(exc)
+                continue
             except StorageError as exc:
                 level = logging.WARNING if isinstance(exc, StorageUnavailableError) else logging.ERROR
                 logger.log(level, "replaying the spool stopped (%s); the writes stay spooled", exc)
                 with self._state_lock:
                     self._state, self._last_error = DEGRADED, str(exc)
                 continue
+            try:
+                remaining = self.spool.pending()
+            except SpoolError:
+                remaining = -1
             with self._state_lock:
-                if not self._closed.is_set() and self.spool.pending() == 0:
+                if not self._closed.is_set() and remaining == 0:
                     outage = time.monotonic() - (self._degraded_since or time.monotonic())
                     self._state, self._degraded_since, self._last_error = HEALTHY, None, None
                     logger.info("conversation storage %s recovered after %.1f s; %d spooled writes replayed",
                                 self.backend_name, outage, replayed)
                     return
-            pause = 0  # writes arrived while replaying: drain them too
+            # Writes arrived meanwhile (another daemon on this spool), or
+            # another live daemon holds the rest: look again shortly.
+            pause = 0 if replayed else 0.5
+
+    def _probe(self) -> None:
+        """The half-open probe; its answer also measures the server's clock."""
+        sent = time.time()
+        report = self.primary.health()
+        server_time = report.get("server_time")
+        if isinstance(server_time, str):
+            self.clock.observe(datetime.fromisoformat(server_time).timestamp(), sent, time.time())
 
     def _drain(self) -> int:
+        try:
+            return self._drain_claimed()
+        except SpoolError:
+            self._replay_without_claims()
+            raise
+
+    def _replay_without_claims(self) -> None:
+        """Replay every spooled write without touching the file (it cannot be written: a full disk).
+
+        The writes stay spooled and are replayed once more when the disk has
+        room again; the store then answers that they are already there.
+        """
+        while not self._closed.is_set() and (writes := self.spool.after(self._replayed_through, _REPLAY_BATCH)):
+            for write in writes:
+                with self._replay_lock:
+                    outcome = self.primary.replay(write)
+                self.replayed[outcome] = self.replayed.get(outcome, 0) + 1
+                self._replayed_through = write.id
+
+    def _drain_claimed(self) -> int:
         replayed = 0
-        while not self._closed.is_set() and (batch := self.spool.oldest(100)):
+        while not self._closed.is_set() and (batch := self.spool.claim(_REPLAY_BATCH)):
             for write in batch:
-                written_at = datetime.fromtimestamp(write.written_at, tz=timezone.utc)
-                if write.op == "delete":
-                    self.primary.replay_delete(write.key, written_at)
-                elif not write.expired:
-                    self.primary.replay_set(write.key, write.ttl, write.value, write.user_id, write.metadata, written_at)
-                self.spool.remove(write.id)
-                replayed += 1
+                with self._replay_lock:
+                    # Gone if a direct write made it obsolete, or a call on its key replayed it.
+                    if self.spool.holds(write.id):
+                        self._replay(write)
+                        replayed += 1
         return replayed
+
+    def _replay_key(self, key: str) -> None:
+        with self._replay_lock:
+            try:
+                writes = self.spool.claim(1000, key=key)
+            except SpoolError as exc:
+                logger.warning("could not read the spool before calling the store: %s", exc)
+                return
+            for write in writes:
+                self._replay(write)
+
+    def _replay(self, write: SpooledWrite) -> None:
+        outcome = self.primary.replay(write)
+        self.replayed[outcome] = self.replayed.get(outcome, 0) + 1
+        if outcome == "too_old":
+            logger.error(
+                "a spooled %s of %r acknowledged at %s is older than the store's tombstone retention and "
+                "cannot be ordered against later writes: not replayed, kept in table set_aside_writes of %s",
+                write.op, write.key, datetime.fromtimestamp(write.written_at).isoformat(), self.spool.path,
+            )
+            self.spool.set_aside(write, "older than the store's tombstone retention")
+        else:
+            self.spool.remove(write.id)
 
     def wait_until_healthy(self, timeout: float) -> bool:
         """For tests and shutdown hooks: wait for the spool to be replayed."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._healthy():
+            if self._state_now() == HEALTHY:
                 return True
             time.sleep(0.05)
-        return self._healthy()
+        return self._state_now() == HEALTHY
 
     def _close(self) -> None:
         recovery = self._recovery
         if recovery is not None:
             recovery.join(timeout=10)
-        pending = self.spool.pending()
+        try:
+            pending = self.spool.pending()
+        except SpoolError:
+            pending = -1
         if pending:
-            logger.warning("closing with %d writes still spooled in %s: they are replayed by the next "
-                           "process that opens this spool", pending, self.spool.path)
+            logger.warning("closing with %s writes still spooled in %s: they are replayed by the next "
+                           "process that opens this spool", "some" if pending < 0 else pending, self.spool.path)
+        self._remember_offset()
         self.spool.close()
         self.primary.close()
+
+
+def _remembered_offset(spool: Spool) -> float:
+    try:
+        return float(spool.read_meta(_OFFSET_META) or 0.0)
+    except (SpoolError, ValueError):
+        return 0.0
+
+
+def _logged(append: Callable[[], Any]) -> Any:
+    try:
+        return append()
+    except SpoolError as exc:
+        logger.error("a write could not be saved anywhere: the store is unreachable and %s", exc)
+        raise

@@ -10,14 +10,16 @@ transports, both faces and the failover replay store a NUL the same way.
 from __future__ import annotations
 
 from abc import abstractmethod
-from datetime import datetime
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 from .async_base_storage import AsyncThreadStorage
 from .base_storage import USER_ERASE_BATCH, ThreadStorage
 from .errors import StorageSchemaError
 from .json_envelope import from_stored, to_stored
 from .schema import check_health
+from .spool import SpooledWrite
 from .thread_info import ThreadInfo
 
 
@@ -42,7 +44,8 @@ def set_call(key: str, ttl_seconds: int, value: str, user_id: str | None, metada
         params["p_user_id"] = user_id
     if metadata is not None:
         params["p_metadata"] = metadata
-    return Call("thread_set", params, lambda _: None)
+    # thread_set answers the new expiry: minus the lifetime, the server's time of the write.
+    return Call("thread_set", params, lambda expires_at: _unix_time(expires_at) - ttl_seconds)
 
 
 def get_call(key: str) -> Call:
@@ -83,14 +86,26 @@ def set_if_version_call(key, ttl_seconds, value, user_id, metadata, expected_ver
     return Call("thread_set_if_version", params, lambda version: version is not None)
 
 
-def replay_set_call(key, ttl_seconds, value, user_id, metadata, written_at: datetime) -> Call:
-    params = set_call(key, ttl_seconds, value, user_id, metadata).params
-    params["p_written_at"] = written_at.isoformat()
-    return Call("thread_replay_set", params, bool)
+def replay_call(write: SpooledWrite) -> Call:
+    params: dict[str, Any] = {
+        "p_thread_id": write.key,
+        "p_op": write.op,
+        "p_written_at": datetime.fromtimestamp(write.written_at, tz=UTC).isoformat(),
+    }
+    if write.op == "set":
+        params.update(p_data=to_stored(write.value), p_ttl_seconds=write.ttl)
+        if write.user_id is not None:
+            params["p_user_id"] = write.user_id
+        if write.metadata is not None:
+            params["p_metadata"] = write.metadata
+    return Call("thread_replay", params, str)
 
 
-def replay_delete_call(key: str, written_at: datetime) -> Call:
-    return Call("thread_replay_delete", {"p_thread_id": key, "p_written_at": written_at.isoformat()}, bool)
+def _unix_time(value: Any) -> float:
+    """A timestamptz as psycopg (datetime) or PostgREST (ISO text) hands it back."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.timestamp()
 
 
 STATS_CALL = Call("thread_stats", {}, lambda report: {k: int(v) for k, v in report.items()})
@@ -139,13 +154,9 @@ class RemoteFunctionStorage(ThreadStorage):
     def _get_versioned(self, key: str) -> tuple[str | None, int]:
         return self._invoke(get_versioned_call(key))
 
-    def replay_set(self, key, ttl_seconds, value, user_id, metadata, written_at: datetime) -> bool:
-        """Apply a write acknowledged at ``written_at`` unless something newer is stored."""
-        return self._invoke(replay_set_call(key, ttl_seconds, value, user_id, metadata, written_at))
-
-    def replay_delete(self, key: str, written_at: datetime) -> bool:
-        """Apply a delete acknowledged at ``written_at`` unless the thread was written since."""
-        return self._invoke(replay_delete_call(key, written_at))
+    def replay(self, write: SpooledWrite) -> str:
+        """Apply a spooled write unless something newer reached the thread; return thread_replay's answer."""
+        return self._invoke(replay_call(write))
 
     def _set_if_version(self, key, ttl_seconds, value, user_id, metadata, expected_version: int) -> bool:
         return self._invoke(set_if_version_call(key, ttl_seconds, value, user_id, metadata, expected_version))

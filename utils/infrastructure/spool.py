@@ -1,21 +1,38 @@
-"""A durable, ordered queue of writes the remote store has not received yet.
+"""A durable queue of writes the remote store has not received yet.
 
 An SQLite file (synchronous=FULL): a write is acknowledged to the daemon only
-once it is on disk here, so it survives the daemon being killed, and it is
-replayed in the order it was made.
+once it is on disk here, so it survives the daemon being killed. Each write
+carries the time it was acknowledged on the server's clock as this process
+estimated it (server_clock.py); the store's replay keeps a write only if
+nothing newer reached the thread, so replay order does not matter for
+correctness.
+
+Several daemons on one machine may share a spool file. A replayer claims
+entries before replaying them, so each is replayed once; the claim lapses
+when its owner dies (its process is gone) or after a lease, so a killed
+replayer's entries are taken over.
+
+Every failure of the file (a full disk, an I/O error) raises
+:class:`SpoolError`, a :class:`StorageUnavailableError`: a write that could
+not be spooled was not acknowledged.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import StorageUnavailableError
+
+_T = TypeVar("_T")
 
 _SCHEMA = """
 create table if not exists spooled_writes (
@@ -29,7 +46,22 @@ create table if not exists spooled_writes (
     written_at real not null
 );
 create index if not exists spooled_writes_key_idx on spooled_writes (key, id);
+create table if not exists spool_meta (name text primary key, value text not null);
+-- Writes the store refused to order (older than its tombstone retention):
+-- kept for an operator instead of being applied blindly or dropped.
+create table if not exists set_aside_writes (
+    id integer primary key, key text not null, op text not null, value text, ttl integer,
+    user_id text, metadata text, written_at real not null, reason text not null, set_aside_at real not null
+);
 """
+# Columns added after the first release; a spool file from then is upgraded in place.
+_CLAIM_COLUMNS = ("claimed_by text", "claimed_until real")
+#: A claim whose owner is alive lapses after this long (an owner stuck on a dead store).
+CLAIM_LEASE_SECONDS = 120.0
+
+
+class SpoolError(StorageUnavailableError):
+    """The spool file could not be read or written (disk full, I/O error)."""
 
 
 @dataclass(frozen=True)
@@ -41,72 +73,185 @@ class SpooledWrite:
     ttl: int | None
     user_id: str | None
     metadata: dict[str, Any] | None
+    #: When it was acknowledged, on the server's clock (Unix time).
     written_at: float
 
-    @property
-    def expired(self) -> bool:
-        return self.op == "set" and self.written_at + (self.ttl or 0) <= time.time()
+    def expired(self, server_now: float) -> bool:
+        return self.op == "set" and self.written_at + (self.ttl or 0) <= server_now
 
 
 class Spool:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.owner = f"{os.getpid()}:{os.urandom(4).hex()}"
+        self._last_written_at = 0.0
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-            self._conn.execute("pragma journal_mode = wal")
+            # A rollback journal, kept at its largest size: a write-ahead log
+            # would hold every spooled write until a checkpoint that a full
+            # disk cannot complete, so nothing could be removed even after the
+            # replay. This way removing replayed writes works on a full disk.
+            self._conn.execute("pragma journal_mode = persist")
             self._conn.execute("pragma synchronous = full")
             self._conn.executescript(_SCHEMA)
+            columns = {row[1] for row in self._conn.execute("pragma table_info(spooled_writes)")}
+            for column in _CLAIM_COLUMNS:
+                if column.split()[0] not in columns:
+                    self._conn.execute(f"alter table spooled_writes add column {column}")
         except (OSError, sqlite3.Error) as exc:
-            raise StorageUnavailableError(f"cannot open the failover spool {self.path}: {exc}") from exc
+            raise SpoolError(f"cannot open the failover spool {self.path}: {exc}") from exc
         # One connection shared by the daemon's threads and the replayer.
         self._lock = threading.Lock()
 
-    def append_set(self, key, ttl, value, user_id, metadata) -> None:
-        self._append(key, "set", value, ttl, user_id, metadata)
-
-    def append_delete(self, key: str) -> None:
-        self._append(key, "delete", None, None, None, None)
-
-    def _append(self, key, op, value, ttl, user_id, metadata) -> None:
+    def _run(self, what: str, work: Callable[[sqlite3.Connection], _T]) -> _T:
         with self._lock:
-            self._conn.execute(
+            try:
+                return work(self._conn)
+            except sqlite3.Error as exc:
+                raise SpoolError(f"the failover spool {self.path} could not {what}: {exc}") from exc
+
+    # -- writing ---------------------------------------------------------------
+
+    def append_set(self, key, ttl, value, user_id, metadata, written_at: float) -> None:
+        self._append(key, "set", value, ttl, user_id, None if metadata is None else json.dumps(metadata), written_at)
+
+    def append_delete(self, key: str, written_at: float) -> None:
+        self._append(key, "delete", None, None, None, None, written_at)
+
+    def _append(self, key, op, value, ttl, user_id, metadata, written_at: float) -> None:
+        def insert(conn: sqlite3.Connection) -> None:
+            # Strictly increasing within this process, so two writes of one key
+            # in the same microsecond still replay in the order they were made.
+            stamp = max(written_at, self._last_written_at + 1e-6)
+            conn.execute(
                 "insert into spooled_writes (key, op, value, ttl, user_id, metadata, written_at)"
                 " values (?, ?, ?, ?, ?, ?, ?)",
-                (key, op, value, ttl, user_id, None if metadata is None else json.dumps(metadata), time.time()),
+                (key, op, value, ttl, user_id, metadata, stamp),
             )
+            self._last_written_at = stamp
+
+        self._run("store the write, which was NOT saved", insert)
+
+    # -- reading ---------------------------------------------------------------
 
     def latest(self, key: str) -> SpooledWrite | None:
         """The newest spooled write of ``key``, if any."""
-        with self._lock:
-            row = self._conn.execute(
-                "select * from spooled_writes where key = ? order by id desc limit 1", (key,)
-            ).fetchone()
+        row = self._run("be read", lambda c: c.execute(
+            f"select {_COLUMNS} from spooled_writes where key = ? order by id desc limit 1", (key,)).fetchone())
         return _write(row) if row else None
 
-    def oldest(self, limit: int = 100) -> list[SpooledWrite]:
-        with self._lock:
-            rows = self._conn.execute("select * from spooled_writes order by id limit ?", (limit,)).fetchall()
+    def writes_of(self, key: str) -> list[SpooledWrite]:
+        """Every spooled write of ``key``, oldest first."""
+        rows = self._run("be read", lambda c: c.execute(
+            f"select {_COLUMNS} from spooled_writes where key = ? order by id", (key,)).fetchall())
         return [_write(r) for r in rows]
 
+    def after(self, write_id: int, limit: int) -> list[SpooledWrite]:
+        """Up to ``limit`` writes following ``write_id``, oldest first, claimed or not."""
+        rows = self._run("be read", lambda c: c.execute(
+            f"select {_COLUMNS} from spooled_writes where id > ? order by id limit ?", (write_id, limit)).fetchall())
+        return [_write(r) for r in rows]
+
+    def pending(self) -> int:
+        return self._run("be read", lambda c: c.execute("select count(*) from spooled_writes").fetchone()[0])
+
+    # -- replaying -------------------------------------------------------------
+
+    def claim(self, limit: int, key: str | None = None) -> list[SpooledWrite]:
+        """Claim up to ``limit`` of the oldest writes (of ``key``, if given) nobody live is replaying.
+
+        Returns them oldest first.
+        """
+        now = time.time()
+        of_key = "" if key is None else "and key = ?"
+
+        def take(conn: sqlite3.Connection) -> list[tuple]:
+            owners = [r[0] for r in conn.execute(
+                "select distinct claimed_by from spooled_writes where claimed_until >= ? and claimed_by <> ?",
+                (now, self.owner))]
+            dead = [owner for owner in owners if not _alive(owner)]
+            with _transaction(conn):
+                if dead:
+                    conn.executemany("update spooled_writes set claimed_by = null, claimed_until = null"
+                                     " where claimed_by = ?", [(owner,) for owner in dead])
+                rows = conn.execute(
+                    f"update spooled_writes set claimed_by = ?, claimed_until = ?"
+                    f" where id in (select id from spooled_writes"
+                    f"              where (claimed_until is null or claimed_until < ? or claimed_by = ?) {of_key}"
+                    f"              order by id limit ?)"
+                    f" returning {_COLUMNS}",
+                    (self.owner, now + CLAIM_LEASE_SECONDS, now, self.owner, *([] if key is None else [key]), limit),
+                ).fetchall()
+            return rows
+
+        return sorted((_write(r) for r in self._run("claim writes to replay", take)), key=lambda w: w.id)
+
+    def holds(self, write_id: int) -> bool:
+        """Whether this process still holds ``write_id`` (not replayed by another, nor made obsolete)."""
+        return self._run("be read", lambda c: c.execute(
+            "select 1 from spooled_writes where id = ? and claimed_by = ?", (write_id, self.owner)).fetchone()) is not None
+
     def remove(self, write_id: int) -> None:
-        with self._lock:
-            self._conn.execute("delete from spooled_writes where id = ?", (write_id,))
+        self._run("drop a replayed write", lambda c: c.execute("delete from spooled_writes where id = ?", (write_id,)))
 
     def discard(self, key: str) -> None:
         """Drop every spooled write of ``key`` (a newer one reached the store directly)."""
-        with self._lock:
-            self._conn.execute("delete from spooled_writes where key = ?", (key,))
+        self._run("drop obsolete writes", lambda c: c.execute("delete from spooled_writes where key = ?", (key,)))
 
-    def pending(self) -> int:
-        with self._lock:
-            return self._conn.execute("select count(*) from spooled_writes").fetchone()[0]
+    def set_aside(self, write: SpooledWrite, reason: str) -> None:
+        """Move a write the store cannot order into ``set_aside_writes``, for an operator."""
+        def move(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.execute(
+                    "insert or replace into set_aside_writes select id, key, op, value, ttl, user_id, metadata,"
+                    " written_at, ?, ? from spooled_writes where id = ?", (reason, time.time(), write.id))
+                conn.execute("delete from spooled_writes where id = ?", (write.id,))
+
+        self._run("set a write aside", move)
+
+    # -- what the process remembers between runs ---------------------------------
+
+    def read_meta(self, name: str) -> str | None:
+        row = self._run("be read", lambda c: c.execute("select value from spool_meta where name = ?", (name,)).fetchone())
+        return row and row[0]
+
+    def write_meta(self, name: str, value: str) -> None:
+        self._run("store its settings", lambda c: c.execute(
+            "insert into spool_meta (name, value) values (?, ?)"
+            " on conflict (name) do update set value = excluded.value", (name, value)))
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
 
 
+_COLUMNS = "id, key, op, value, ttl, user_id, metadata, written_at"
+
+
 def _write(row: tuple) -> SpooledWrite:
     id_, key, op, value, ttl, user_id, metadata, written_at = row
     return SpooledWrite(id_, key, op, value, ttl, user_id, None if metadata is None else json.loads(metadata), written_at)
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    conn.execute("begin immediate")
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("rollback")
+        raise
+    conn.execute("commit")
+
+
+def _alive(owner: str) -> bool:
+    """Whether the process that made a claim still runs (spools are local files)."""
+    try:
+        os.kill(int(owner.split(":", 1)[0]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True
+    return True

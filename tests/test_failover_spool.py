@@ -1,0 +1,154 @@
+"""The spool file under stress: a full disk, several daemons sharing it, a file from an older version."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.support.database import PROJECT_ROOT
+from tests.support.outages import PostgresStore
+from tests.support.postgres_server import PASSWORD
+from utils.infrastructure.errors import StorageUnavailableError
+from utils.infrastructure.failover_storage import HEALTHY, FailoverStorage
+from utils.infrastructure.spool import Spool, SpoolError
+
+
+def _rows(store, keys) -> dict:
+    with store.connect() as conn:
+        rows = conn.execute("select thread_id, conversation_data from public.conversation_threads"
+                            " where thread_id = any(%s)", (list(keys),)).fetchall()
+    return dict(rows)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs: a disk that really fills up."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_spool_disk_refuses_new_writes_and_still_replays_the_acknowledged_ones(store, small_disk, caplog):
+    spool = Spool(small_disk / "spool.sqlite3")
+    filler = small_disk / "filler"
+    storage = FailoverStorage(store.client(), spool, first_probe_after=0.2, max_probe_interval=1.0)
+    acked: dict[str, dict] = {}
+    try:
+        store.down()
+        filler.write_bytes(b"\0" * (shutil.disk_usage(small_disk).free - 400_000))
+        with pytest.raises(StorageUnavailableError, match="NOT saved") as refused:
+            for i in range(1000):
+                key, value = f"thread:full{i}", {"i": i, "pad": "x" * 2000}
+                storage.setex(key, 3600, json.dumps(value))
+                acked[key] = value
+        assert isinstance(refused.value, SpoolError) and not isinstance(refused.value, sqlite3.Error)
+        assert "could not be saved anywhere" in caplog.text
+        assert len(acked) >= 5
+
+        store.up()
+        deadline = time.monotonic() + 30
+        while _rows(store, acked) != acked and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _rows(store, acked) == acked, "acknowledged writes reach the store although the spool is full"
+        storage.setex("thread:full-after", 3600, '{"direct": true}')  # the store is back: no spool needed
+
+        filler.unlink()  # room again: the spool empties and the circuit closes
+        assert storage.wait_until_healthy(30), (storage.status(), shutil.disk_usage(small_disk), list(small_disk.iterdir()))
+        assert storage.status()["pending"] == 0
+    finally:
+        store.up()
+        storage.close()
+    assert _rows(store, ["thread:full-after"]) == {"thread:full-after": {"direct": True}}
+
+
+DAEMON = """
+import json, sys
+from utils.infrastructure.failover_storage import FailoverStorage
+from utils.infrastructure.postgres_storage import PostgresStorage
+from utils.infrastructure.spool import Spool
+from utils.infrastructure.supabase_storage import SupabaseStorage
+
+name, kind, spool_path, *where = sys.argv[1:]
+client = (PostgresStorage(where[0], connect_timeout=1, statement_timeout=2) if kind == "postgres"
+          else SupabaseStorage(where[0], where[1], timeout_seconds=0.5))
+storage = FailoverStorage(client, Spool(spool_path), first_probe_after=0.2, max_probe_interval=0.5)
+print("ready", flush=True)
+sys.stdin.readline()
+for i in range(300):
+    storage.setex(f"thread:{name}-{i}", 3600, json.dumps({"by": name, "i": i}))
+print("spooled", storage.status()["state"], flush=True)
+sys.stdin.readline()
+healthy = storage.wait_until_healthy(120)
+print(json.dumps({"healthy": healthy, **storage.status()}), flush=True)
+storage.close()
+"""
+
+
+def test_daemons_sharing_a_spool_replay_each_write_once(store, tmp_path):
+    if isinstance(store, PostgresStore):
+        where = [store.server.dsn_for("postgres", password=PASSWORD)]
+    else:
+        where = [store.project.url, store.project.secret_key]
+    spool = str(tmp_path / "shared-spool.sqlite3")
+    daemons = [
+        subprocess.Popen([sys.executable, "-c", DAEMON, name, store.name, spool, *where], cwd=PROJECT_ROOT,
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        for name in ("a", "b")
+    ]
+    try:
+        assert [d.stdout.readline().strip() for d in daemons] == ["ready", "ready"]
+        store.down()
+        for daemon in daemons:
+            daemon.stdin.write("spool\n")
+            daemon.stdin.flush()
+        assert [d.stdout.readline().split() for d in daemons] == [["spooled", "degraded"]] * 2
+        if not isinstance(store, PostgresStore):
+            store.project.gateway.reset_counts()
+        store.up()
+        for daemon in daemons:
+            daemon.stdin.write("go\n")
+            daemon.stdin.flush()
+        reports = [json.loads(d.stdout.readline()) for d in daemons]
+    finally:
+        store.up()
+        for daemon in daemons:
+            daemon.kill()
+            daemon.wait()
+    assert [r["healthy"] for r in reports] == [True, True], reports
+    replay_calls = sum(sum(r["replayed"].values()) for r in reports)
+    assert replay_calls == 600, [r["replayed"] for r in reports]
+    assert all(sum(r["replayed"].values()) > 0 for r in reports), "both daemons took part"
+    if not isinstance(store, PostgresStore):
+        assert store.project.gateway.counts["thread_replay"] == 600
+    expected = {f"thread:{name}-{i}": {"by": name, "i": i} for name in ("a", "b") for i in range(300)}
+    assert _rows(store, expected) == expected
+
+
+OLD_SPOOL_SCHEMA = """
+create table spooled_writes (
+    id integer primary key autoincrement, key text not null,
+    op text not null check (op in ('set', 'delete')), value text, ttl integer, user_id text,
+    metadata text, written_at real not null
+);
+create index spooled_writes_key_idx on spooled_writes (key, id);
+"""
+
+
+def test_a_spool_file_from_the_previous_version_is_upgraded_and_replayed(store, tmp_path):
+    path = tmp_path / "old-spool.sqlite3"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(OLD_SPOOL_SCHEMA)
+        conn.execute("insert into spooled_writes (key, op, value, ttl, written_at) values (?, 'set', ?, 3600, ?)",
+                     ("thread:from-old-spool", '{"old": true}', time.time() - 5))
+    with FailoverStorage(store.client(), Spool(path), first_probe_after=0.1) as storage:
+        assert storage.wait_until_healthy(30)
+        assert storage.status()["state"] == HEALTHY
+    assert _rows(store, ["thread:from-old-spool"]) == {"thread:from-old-spool": {"old": True}}
