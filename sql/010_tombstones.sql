@@ -21,6 +21,16 @@
 -- Ordering uses the server's clock: direct writes stamp now(); a spooling
 -- daemon stamps its writes with its estimate of the server's clock (its own
 -- clock plus the offset it measured on its last answers from the server).
+--
+-- Deadlines: a write sent over HTTP (or through a transaction pooler) can
+-- wait in a queue and run after the client gave up on it and spooled it
+-- instead; stamped with that late now(), it would win over every write the
+-- daemon spooled meanwhile. thread_set, thread_set_if_version and
+-- thread_delete therefore take an optional p_deadline (the server's time,
+-- as the client estimates it, after which it no longer waits for the
+-- answer) and refuse to run later (SQLSTATE 57014). The library stamps the
+-- spooled copy of a failed write no earlier than that deadline, so a write
+-- that did run is always older than its spooled copy and what followed it.
 
 create table if not exists public.conversation_thread_tombstones (
     thread_id  text        primary key,
@@ -101,11 +111,28 @@ as $$
       where e.erased_at < excluded.erased_at;
 $$;
 
+-- Refuse a write that starts after the caller stopped waiting for it.
+create or replace function public.conversation_storage_check_deadline(p_deadline timestamptz)
+returns void
+language plpgsql
+stable
+security invoker
+set search_path = ''
+as $$
+begin
+    if p_deadline is not null and now() > p_deadline then
+        raise exception 'the write arrived after its deadline (%), when the caller had stopped waiting; not run',
+            p_deadline using errcode = '57014';
+    end if;
+end;
+$$;
+
 -- Delete a thread (as 002) and leave a tombstone, also when there was no
 -- row: a spooled write acknowledged before this delete must not reappear.
 -- The advisory lock orders it with thread_replay() on the same key when
 -- there is no row to lock.
-create or replace function public.thread_delete(p_thread_id text)
+drop function if exists public.thread_delete(text);
+create or replace function public.thread_delete(p_thread_id text, p_deadline timestamptz default null)
 returns boolean
 language plpgsql
 volatile
@@ -115,6 +142,7 @@ as $$
 declare
     v_was_live boolean;
 begin
+    perform public.conversation_storage_check_deadline(p_deadline);
     perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended(p_thread_id, 0));
     delete from public.conversation_threads t
      where t.thread_id = p_thread_id
@@ -374,6 +402,121 @@ as $$
     select public.thread_replay(p_thread_id, 'delete', p_written_at) = 'applied';
 $$;
 
+-- 009's thread_set and thread_set_if_version, unchanged but for p_deadline.
+-- The old signatures go, or PostgREST could not tell the two apart.
+drop function if exists public.thread_set(text, text, integer, text, jsonb);
+drop function if exists public.thread_set_if_version(text, text, integer, bigint, text, jsonb);
+
+create or replace function public.thread_set(
+    p_thread_id   text,
+    p_data        text,
+    p_ttl_seconds integer,
+    p_user_id     text  default null,
+    p_metadata    jsonb default null,
+    p_deadline    timestamptz default null
+)
+returns timestamptz
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+declare
+    v_expires_at timestamptz;
+begin
+    perform public.conversation_storage_check_deadline(p_deadline);
+    if p_ttl_seconds is null or p_ttl_seconds <= 0 then
+        raise exception 'ttl_seconds must be a positive integer, got %', p_ttl_seconds
+            using errcode = '22023';
+    end if;
+    if p_metadata is not null and jsonb_typeof(p_metadata) <> 'object' then
+        raise exception 'metadata must be a JSON object' using errcode = '22023';
+    end if;
+
+    insert into public.conversation_threads as t
+        (thread_id, user_id, conversation_data, size_bytes, expires_at, metadata)
+    values
+        (p_thread_id, p_user_id, p_data::jsonb, pg_catalog.octet_length(p_data),
+         now() + make_interval(secs => p_ttl_seconds), coalesce(p_metadata, '{}'::jsonb))
+    on conflict (thread_id) do update set
+        conversation_data = excluded.conversation_data,
+        size_bytes        = excluded.size_bytes,
+        expires_at        = excluded.expires_at,
+        accessed_at       = now(),
+        updated_at        = now(),
+        version           = t.version + 1,
+        created_at  = case when t.expires_at > now() then t.created_at else now() end,
+        user_id     = case when t.expires_at > now()
+                           then coalesce(p_user_id, t.user_id) else p_user_id end,
+        metadata    = case when t.expires_at > now()
+                           then coalesce(p_metadata, t.metadata) else excluded.metadata end
+    returning t.expires_at into v_expires_at;
+
+    return v_expires_at;
+end;
+$$;
+
+create or replace function public.thread_set_if_version(
+    p_thread_id        text,
+    p_data             text,
+    p_ttl_seconds      integer,
+    p_expected_version bigint,
+    p_user_id          text  default null,
+    p_metadata         jsonb default null,
+    p_deadline         timestamptz default null
+)
+returns bigint
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+declare
+    v_version bigint;
+begin
+    perform public.conversation_storage_check_deadline(p_deadline);
+    if p_ttl_seconds is null or p_ttl_seconds <= 0 then
+        raise exception 'ttl_seconds must be a positive integer, got %', p_ttl_seconds
+            using errcode = '22023';
+    end if;
+
+    if p_expected_version = 0 then
+        insert into public.conversation_threads as t
+            (thread_id, user_id, conversation_data, size_bytes, expires_at, metadata)
+        values
+            (p_thread_id, p_user_id, p_data::jsonb, pg_catalog.octet_length(p_data),
+             now() + make_interval(secs => p_ttl_seconds), coalesce(p_metadata, '{}'::jsonb))
+        on conflict (thread_id) do update set
+            conversation_data = excluded.conversation_data,
+            size_bytes  = excluded.size_bytes,
+            expires_at  = excluded.expires_at,
+            accessed_at = now(),
+            updated_at  = now(),
+            created_at  = now(),
+            version     = t.version + 1,
+            user_id     = excluded.user_id,
+            metadata    = excluded.metadata
+        where t.expires_at <= now()
+        returning t.version into v_version;
+    else
+        update public.conversation_threads t set
+            conversation_data = p_data::jsonb,
+            size_bytes  = pg_catalog.octet_length(p_data),
+            expires_at  = now() + make_interval(secs => p_ttl_seconds),
+            accessed_at = now(),
+            updated_at  = now(),
+            version     = t.version + 1,
+            user_id     = coalesce(p_user_id, t.user_id),
+            metadata    = coalesce(p_metadata, t.metadata)
+         where t.thread_id = p_thread_id
+           and t.version = p_expected_version
+           and t.expires_at > now()
+        returning t.version into v_version;
+    end if;
+    return v_version;
+end;
+$$;
+
 create or replace function public.conversation_storage_schema_version()
 returns integer
 language sql
@@ -387,7 +530,10 @@ select public.conversation_storage_restrict(f)
       'public.conversation_storage_tombstone_retention()',
       'public.conversation_storage_bury(text, timestamptz)',
       'public.conversation_storage_record_erasure(text)',
-      'public.thread_delete(text)',
+      'public.conversation_storage_check_deadline(timestamptz)',
+      'public.thread_delete(text, timestamptz)',
+      'public.thread_set(text, text, integer, text, jsonb, timestamptz)',
+      'public.thread_set_if_version(text, text, integer, bigint, text, jsonb, timestamptz)',
       'public.delete_user_threads_batch(text, integer)',
       'public.delete_user_threads(text)',
       'public.cleanup_expired_threads(integer)',

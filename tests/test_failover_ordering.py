@@ -201,3 +201,43 @@ def test_status_is_healthy_after_the_last_replay(store, tmp_path):
         assert storage.wait_until_healthy(30)
         assert storage.status()["state"] == HEALTHY
         assert storage.status()["pending"] == 0
+
+
+def test_a_write_the_api_runs_after_the_client_gave_up_does_not_override_later_writes(supabase_project, tmp_path):
+    # PostgREST queues a request until a database connection is free, and
+    # runs it even if the client has gone. Here the API has one connection,
+    # held by a write waiting on a row lock: the daemon's write of v1 queues,
+    # the daemon gives up after 0.5 s, spools v1, then spools v2. When the
+    # lock goes, the queued v1 would run, stamped later than v2, had it no
+    # deadline; with it the store refuses v1 and the replay ends on v2.
+    import threading
+
+    from tests.support.database import AUTHENTICATOR_PASSWORD
+    from tests.support.local_supabase import JWT_SECRET
+    from tests.support.outages import SupabaseStore
+    from tests.support.rpc_gateway import RpcGateway
+    from utils.infrastructure.supabase_storage import SupabaseStorage
+
+    project = supabase_project
+    api = RpcGateway(project.server.dsn_for(project.dbname, user="authenticator", password=AUTHENTICATOR_PASSWORD),
+                     JWT_SECRET, keys=project.keys, pool_size=1, pool_timeout=10).start()
+    key, blocker = _key("late"), _key("blocker")
+    try:
+        daemon = FailoverStorage(SupabaseStorage(api.url, project.secret_key, timeout_seconds=0.5),
+                                 Spool(tmp_path / "spool.sqlite3"), first_probe_after=3, max_probe_interval=1)
+        with daemon, SupabaseStorage(api.url, project.secret_key, timeout_seconds=20) as other, project.connect() as db:
+            daemon.setex(blocker, 3600, "{}")
+            with db.transaction():
+                db.execute("select 1 from public.conversation_threads where thread_id = %s for update", (blocker,))
+                holding = threading.Thread(target=other.setex, args=(blocker, 3600, '{"other": 1}'))
+                holding.start()
+                time.sleep(0.5)  # the API's only connection now waits on the row lock
+                daemon.setex(key, 3600, '{"v": 1}')
+                assert daemon.status()["state"] == DEGRADED
+                daemon.setex(key, 3600, '{"v": 2}')
+            holding.join(timeout=20)
+            time.sleep(1.0)  # the queued write of v1 has had its chance to run
+            assert daemon.wait_until_healthy(30), daemon.status()
+        assert _row(SupabaseStore(project), key) == {"v": 2}
+    finally:
+        api.stop()

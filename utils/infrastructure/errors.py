@@ -25,6 +25,12 @@ class StorageConfigurationError(StorageError, ValueError):
 class StorageUnavailableError(StorageError):
     """The store could not be reached (network error, timeout, server unavailable)."""
 
+    #: False when the request certainly did not run and will not: it never
+    #: left this process (connection refused), or the server answered that it
+    #: could not run it (no database connection, pool exhausted, too many
+    #: requests). True when it may yet run (a timeout, a proxy's 502 or 504).
+    may_run_later = True
+
 
 class StoragePermissionError(StorageError):
     """The store refused the credentials (wrong key or role)."""

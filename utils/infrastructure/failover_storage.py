@@ -33,7 +33,7 @@ from datetime import datetime
 from typing import Any
 
 from .errors import StorageError, StorageUnavailableError
-from .remote_calls import RemoteFunctionStorage, set_call
+from .remote_calls import RemoteFunctionStorage, delete_call, set_call, set_if_version_call
 from .server_clock import ServerClock
 from .spool import Spool, SpooledWrite, SpoolError
 
@@ -133,37 +133,39 @@ class FailoverStorage(RemoteFunctionStorage):
     # -- the daemon's calls ----------------------------------------------------------
 
     def _set(self, key, ttl_seconds, value, user_id, metadata) -> None:
-        def spool_it() -> None:
-            self.spool.append_set(key, ttl_seconds, value, user_id, metadata, self.clock.now())
+        def spool_it(stamp: float) -> None:
+            self.spool.append_set(key, ttl_seconds, value, user_id, metadata, stamp)
 
         if self._spooled_if_degraded(spool_it):
             return
+        deadline = self._deadline()
         try:
             sent = time.time()
-            written_at = self.primary._invoke(set_call(key, ttl_seconds, value, user_id, metadata))
+            written_at = self.primary._invoke(set_call(key, ttl_seconds, value, user_id, metadata, deadline))
             self.clock.observe(written_at, sent, time.time())
         except StorageUnavailableError as exc:
-            self._spool_after(exc, spool_it)
+            self._spool_after(exc, deadline, spool_it)
             return
         self._supersede(key)
 
     def _delete(self, key: str) -> bool:
         state = self._state_now()
         if state == DEGRADED:
-            return self._spool_delete(key)
+            return self._spool_delete(key, self.clock.now())
+        deadline = self._deadline()
         try:
             if state == REPLAYING:
                 self._replay_key(key)  # so that the answer counts what this process acknowledged
-            deleted = self.primary._delete(key)
+            deleted = self.primary._invoke(delete_call(key, deadline))
         except StorageUnavailableError as exc:
-            return self._spool_after(exc, lambda: self._spool_delete(key))
+            return self._spool_after(exc, deadline, lambda stamp: self._spool_delete(key, stamp))
         self._supersede(key)
         return deleted
 
-    def _spool_delete(self, key: str) -> bool:
+    def _spool_delete(self, key: str, stamp: float) -> bool:
         """Spool a delete; True when the spool held a live value (the store cannot be asked)."""
         was_live = self._from_spool(key) is not None
-        self.spool.append_delete(key, self.clock.now())
+        self.spool.append_delete(key, stamp)
         return was_live
 
     def _get(self, key: str) -> str | None:
@@ -188,18 +190,21 @@ class FailoverStorage(RemoteFunctionStorage):
         if expected_version == _SPOOLED_VERSION:
             self._set(key, ttl_seconds, value, user_id, metadata)
             return True
+        deadline = self._deadline()
         try:
             if self._state_now() == REPLAYING:
                 self._replay_key(key)
-            written = self.primary._set_if_version(key, ttl_seconds, value, user_id, metadata, expected_version)
+            written = self.primary._invoke(
+                set_if_version_call(key, ttl_seconds, value, user_id, metadata, expected_version, deadline))
         except StorageUnavailableError as exc:
-            return self._spool_after(
-                exc, lambda: self.spool.append_set(key, ttl_seconds, value, user_id, metadata, self.clock.now()) or True)
+            self._spool_after(
+                exc, deadline, lambda stamp: self.spool.append_set(key, ttl_seconds, value, user_id, metadata, stamp))
+            return True
         if written:
             self._supersede(key)
         return written
 
-    def _spooled_if_degraded(self, append: Callable[[], None]) -> bool:
+    def _spooled_if_degraded(self, append: Callable[[float], None]) -> bool:
         # Only while the circuit is open. While replaying, writes go to the
         # store again: otherwise a busy daemon could spool faster than the
         # replay drains, and the replay's newer-wins rule already keeps a
@@ -207,14 +212,32 @@ class FailoverStorage(RemoteFunctionStorage):
         with self._state_lock:
             if self._state != DEGRADED:
                 return False
-            _logged(append)
+            _logged(append, self.clock.now())
             return True
 
-    def _spool_after(self, exc: StorageUnavailableError, append: Callable[[], Any]) -> Any:
-        """The store failed this call: open the circuit and spool it instead."""
+    def _deadline(self) -> float | None:
+        """When the store should stop running this call, on its clock; None if it cannot run late.
+
+        Not before this process has measured the store's clock: a deadline
+        from a wrong clock would have the store refuse every write.
+        """
+        late = self.primary.late_start_seconds
+        return self.clock.now() + late if late and self.clock.measured else None
+
+    def _spool_after(self, exc: StorageUnavailableError, deadline: float | None,
+                     append: Callable[[float], Any]) -> Any:
+        """The store failed this call: open the circuit and spool it instead.
+
+        If the request may still run until its deadline, its spooled copy is
+        stamped no earlier: whether or not it runs, the copy and every write
+        after it are newer, so the store ends with what was acknowledged.
+        """
+        stamp = self.clock.now()
+        if deadline is not None and exc.may_run_later:
+            stamp = max(stamp, deadline)
         with self._state_lock:
             self._degrade(exc)
-            return _logged(append)
+            return _logged(append, stamp)
 
     def _supersede(self, key: str) -> None:
         """After a direct write, spooled writes of ``key`` are obsolete: neither read nor replayed."""
@@ -390,9 +413,9 @@ def _remembered_offset(spool: Spool) -> float:
         return 0.0
 
 
-def _logged(append: Callable[[], Any]) -> Any:
+def _logged(append: Callable[[float], Any], stamp: float) -> Any:
     try:
-        return append()
+        return append(stamp)
     except SpoolError as exc:
         logger.error("a write could not be saved anywhere: the store is unreachable and %s", exc)
         raise

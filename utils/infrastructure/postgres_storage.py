@@ -138,6 +138,10 @@ class PostgresStorage(RemoteFunctionStorage):
         super().__init__(max_value_bytes=max_value_bytes)
         pool_options = PoolOptions(dsn, **options)
         self.transaction_pooler = pool_options.behind_transaction_pooler
+        # A session holds its connection: the server runs a statement when it
+        # arrives. A transaction pooler may queue it, as long as a call waits.
+        if self.transaction_pooler:
+            self.late_start_seconds = pool_options.connect_timeout + pool_options.statement_timeout
         self.url = _where(dsn)
         self._pool = ConnectionPool(**pool_options.pool_arguments())
         self._pool.open(wait=False)  # connect in the background

@@ -38,12 +38,15 @@ def _document_or_none(value: Any) -> str | None:
     return from_stored(value)
 
 
-def set_call(key: str, ttl_seconds: int, value: str, user_id: str | None, metadata: dict | None) -> Call:
+def set_call(key: str, ttl_seconds: int, value: str, user_id: str | None, metadata: dict | None,
+             deadline: float | None = None) -> Call:
     params: dict[str, Any] = {"p_thread_id": key, "p_data": to_stored(value), "p_ttl_seconds": ttl_seconds}
     if user_id is not None:
         params["p_user_id"] = user_id
     if metadata is not None:
         params["p_metadata"] = metadata
+    if deadline is not None:
+        params["p_deadline"] = _timestamp(deadline)
     # thread_set answers the new expiry: minus the lifetime, the server's time of the write.
     return Call("thread_set", params, lambda expires_at: _unix_time(expires_at) - ttl_seconds)
 
@@ -52,8 +55,11 @@ def get_call(key: str) -> Call:
     return Call("thread_get", {"p_thread_id": key}, _document_or_none)
 
 
-def delete_call(key: str) -> Call:
-    return Call("thread_delete", {"p_thread_id": key}, bool)
+def delete_call(key: str, deadline: float | None = None) -> Call:
+    params: dict[str, Any] = {"p_thread_id": key}
+    if deadline is not None:
+        params["p_deadline"] = _timestamp(deadline)
+    return Call("thread_delete", params, bool)
 
 
 def cleanup_call(batch_size: int) -> Call:
@@ -80,8 +86,9 @@ def get_versioned_call(key: str) -> Call:
                 lambda r: (_document_or_none(r["data"]), int(r["version"])))
 
 
-def set_if_version_call(key, ttl_seconds, value, user_id, metadata, expected_version: int) -> Call:
-    params = set_call(key, ttl_seconds, value, user_id, metadata).params
+def set_if_version_call(key, ttl_seconds, value, user_id, metadata, expected_version: int,
+                        deadline: float | None = None) -> Call:
+    params = set_call(key, ttl_seconds, value, user_id, metadata, deadline).params
     params["p_expected_version"] = expected_version
     return Call("thread_set_if_version", params, lambda version: version is not None)
 
@@ -90,7 +97,7 @@ def replay_call(write: SpooledWrite) -> Call:
     params: dict[str, Any] = {
         "p_thread_id": write.key,
         "p_op": write.op,
-        "p_written_at": datetime.fromtimestamp(write.written_at, tz=UTC).isoformat(),
+        "p_written_at": _timestamp(write.written_at),
     }
     if write.op == "set":
         params.update(p_data=to_stored(write.value), p_ttl_seconds=write.ttl)
@@ -99,6 +106,10 @@ def replay_call(write: SpooledWrite) -> Call:
         if write.metadata is not None:
             params["p_metadata"] = write.metadata
     return Call("thread_replay", params, str)
+
+
+def _timestamp(unix_time: float) -> str:
+    return datetime.fromtimestamp(unix_time, tz=UTC).isoformat()
 
 
 def _unix_time(value: Any) -> float:
@@ -114,6 +125,11 @@ HEALTH_CALL = Call("storage_health", {}, check_health)
 
 class RemoteFunctionStorage(ThreadStorage):
     """A backend whose every operation is one call of a SQL function."""
+
+    #: How long after a call started the server may still begin running it
+    #: although the call failed (a request an HTTP API or a transaction
+    #: pooler queued); 0 when it cannot run after the call failed.
+    late_start_seconds = 0.0
 
     def health(self) -> dict[str, Any]:
         """Check reachability, role and schema version; return the server's report."""

@@ -23,6 +23,11 @@ _SCHEMA_CODES = {"PGRST202", "PGRST203", "PGRST205", "42883", "42P01", "404"}
 _UNAVAILABLE_CODES = {"502", "503", "504", "520", "PGRST000", "PGRST001", "PGRST002", "PGRST003"}
 #: HTTP statuses that mean "try again later" whoever answered them.
 _TRANSIENT_STATUSES = {408, 429}
+#: Answers saying the request was not run and will not be: no database
+#: connection or a full pool (PostgREST), too many connections, a statement
+#: cancelled (a timeout, or a write refused after its deadline).
+_NOT_RUN_CODES = {"PGRST000", "PGRST001", "PGRST002", "PGRST003", "503"}
+_NOT_RUN_STATUSES = {408, 429, 503}
 
 
 def error_for_code(code: str | None, message: str | None, *, operation: str, where: str) -> StorageError:
@@ -42,7 +47,9 @@ def error_for_code(code: str | None, message: str | None, *, operation: str, whe
             "reload PostgREST's schema cache (NOTIFY pgrst, 'reload schema')."
         )
     if code.startswith(("08", "53", "57")) or code in _UNAVAILABLE_CODES:
-        return StorageUnavailableError(f"{where} could not run {operation}: {detail}")
+        error = StorageUnavailableError(f"{where} could not run {operation}: {detail}")
+        error.may_run_later = not (code in _NOT_RUN_CODES or code.startswith(("53", "57")))
+        return error
     if code.startswith("22"):
         return StorageValueError(f"{where} rejected the arguments of {operation}: {detail}")
     return StorageError(f"{where} failed to run {operation}: {detail}")
@@ -56,7 +63,9 @@ def error_for_status(status: int, message: str, *, operation: str, where: str) -
     """
     detail = f"HTTP {status} from {where}'s gateway, not from its database API: {message}"
     if status >= 500 or status in _TRANSIENT_STATUSES:
-        return StorageUnavailableError(f"{where} could not run {operation}: {detail}")
+        error = StorageUnavailableError(f"{where} could not run {operation}: {detail}")
+        error.may_run_later = status not in _NOT_RUN_STATUSES
+        return error
     if status in (401, 403):
         return StoragePermissionError(
             f"{where} refused {operation}: {detail}. SUPABASE_KEY must be one of the project's "

@@ -83,6 +83,10 @@ def _translated_errors(url: str, function: str) -> Iterator[None]:
         yield
     except _GatewayAnswer as exc:
         raise error_for_status(exc.status, str(exc), operation=function, where=f"Supabase at {url}") from None
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        unsent = StorageUnavailableError(f"cannot reach Supabase at {url} ({function}): {type(exc).__name__}: {exc}")
+        unsent.may_run_later = False
+        raise unsent from exc
     except httpx.TimeoutException as exc:
         raise StorageUnavailableError(
             f"Supabase did not answer {function} in time at {url}: {type(exc).__name__}"
@@ -121,6 +125,9 @@ class SupabaseStorage(RemoteFunctionStorage):
         _check_key(key)
         super().__init__(max_value_bytes=max_value_bytes)
         self.url = url
+        # PostgREST may start a request after this client gave up on it (it
+        # queues for a database connection), but not after the deadline sent.
+        self.late_start_seconds = timeout_seconds
         self._http = httpx.Client(
             timeout=_timeout(timeout_seconds), follow_redirects=True, event_hooks={"response": [_check_response]}
         )
