@@ -25,10 +25,10 @@
 -- Deadlines: a write sent over HTTP (or through a transaction pooler) can
 -- wait in a queue and run after the client gave up on it and spooled it
 -- instead; stamped with that late now(), it would win over every write the
--- daemon spooled meanwhile. thread_set, thread_set_if_version and
--- thread_delete therefore take an optional p_deadline (the server's time,
--- as the client estimates it, after which it no longer waits for the
--- answer) and refuse to run later (SQLSTATE 57014). The library stamps the
+-- daemon spooled meanwhile. thread_set_before, thread_set_if_version_before
+-- and thread_delete_before therefore take a deadline (the server's time, as
+-- the client estimates it, after which it no longer waits for the answer)
+-- and refuse to run later (SQLSTATE 57014). The library stamps the
 -- spooled copy of a failed write no earlier than that deadline, so a write
 -- that did run is always older than its spooled copy and what followed it.
 
@@ -131,8 +131,7 @@ $$;
 -- row: a spooled write acknowledged before this delete must not reappear.
 -- The advisory lock orders it with thread_replay() on the same key when
 -- there is no row to lock.
-drop function if exists public.thread_delete(text);
-create or replace function public.thread_delete(p_thread_id text, p_deadline timestamptz default null)
+create or replace function public.thread_delete(p_thread_id text)
 returns boolean
 language plpgsql
 volatile
@@ -142,7 +141,6 @@ as $$
 declare
     v_was_live boolean;
 begin
-    perform public.conversation_storage_check_deadline(p_deadline);
     perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended(p_thread_id, 0));
     delete from public.conversation_threads t
      where t.thread_id = p_thread_id
@@ -402,18 +400,17 @@ as $$
     select public.thread_replay(p_thread_id, 'delete', p_written_at) = 'applied';
 $$;
 
--- 009's thread_set and thread_set_if_version, unchanged but for p_deadline.
--- The old signatures go, or PostgREST could not tell the two apart.
-drop function if exists public.thread_set(text, text, integer, text, jsonb);
-drop function if exists public.thread_set_if_version(text, text, integer, bigint, text, jsonb);
-
-create or replace function public.thread_set(
+-- The write functions with a deadline, for the failover layer: the same
+-- write, refused if it starts after p_deadline. New names rather than a new
+-- parameter: an overload would leave PostgREST unable to choose whenever an
+-- older file is applied again.
+create or replace function public.thread_set_before(
+    p_deadline    timestamptz,
     p_thread_id   text,
     p_data        text,
     p_ttl_seconds integer,
     p_user_id     text  default null,
-    p_metadata    jsonb default null,
-    p_deadline    timestamptz default null
+    p_metadata    jsonb default null
 )
 returns timestamptz
 language plpgsql
@@ -421,49 +418,20 @@ volatile
 security invoker
 set search_path = ''
 as $$
-declare
-    v_expires_at timestamptz;
 begin
     perform public.conversation_storage_check_deadline(p_deadline);
-    if p_ttl_seconds is null or p_ttl_seconds <= 0 then
-        raise exception 'ttl_seconds must be a positive integer, got %', p_ttl_seconds
-            using errcode = '22023';
-    end if;
-    if p_metadata is not null and jsonb_typeof(p_metadata) <> 'object' then
-        raise exception 'metadata must be a JSON object' using errcode = '22023';
-    end if;
-
-    insert into public.conversation_threads as t
-        (thread_id, user_id, conversation_data, size_bytes, expires_at, metadata)
-    values
-        (p_thread_id, p_user_id, p_data::jsonb, pg_catalog.octet_length(p_data),
-         now() + make_interval(secs => p_ttl_seconds), coalesce(p_metadata, '{}'::jsonb))
-    on conflict (thread_id) do update set
-        conversation_data = excluded.conversation_data,
-        size_bytes        = excluded.size_bytes,
-        expires_at        = excluded.expires_at,
-        accessed_at       = now(),
-        updated_at        = now(),
-        version           = t.version + 1,
-        created_at  = case when t.expires_at > now() then t.created_at else now() end,
-        user_id     = case when t.expires_at > now()
-                           then coalesce(p_user_id, t.user_id) else p_user_id end,
-        metadata    = case when t.expires_at > now()
-                           then coalesce(p_metadata, t.metadata) else excluded.metadata end
-    returning t.expires_at into v_expires_at;
-
-    return v_expires_at;
+    return public.thread_set(p_thread_id, p_data, p_ttl_seconds, p_user_id, p_metadata);
 end;
 $$;
 
-create or replace function public.thread_set_if_version(
+create or replace function public.thread_set_if_version_before(
+    p_deadline         timestamptz,
     p_thread_id        text,
     p_data             text,
     p_ttl_seconds      integer,
     p_expected_version bigint,
     p_user_id          text  default null,
-    p_metadata         jsonb default null,
-    p_deadline         timestamptz default null
+    p_metadata         jsonb default null
 )
 returns bigint
 language plpgsql
@@ -471,49 +439,23 @@ volatile
 security invoker
 set search_path = ''
 as $$
-declare
-    v_version bigint;
 begin
     perform public.conversation_storage_check_deadline(p_deadline);
-    if p_ttl_seconds is null or p_ttl_seconds <= 0 then
-        raise exception 'ttl_seconds must be a positive integer, got %', p_ttl_seconds
-            using errcode = '22023';
-    end if;
+    return public.thread_set_if_version(p_thread_id, p_data, p_ttl_seconds, p_expected_version,
+                                        p_user_id, p_metadata);
+end;
+$$;
 
-    if p_expected_version = 0 then
-        insert into public.conversation_threads as t
-            (thread_id, user_id, conversation_data, size_bytes, expires_at, metadata)
-        values
-            (p_thread_id, p_user_id, p_data::jsonb, pg_catalog.octet_length(p_data),
-             now() + make_interval(secs => p_ttl_seconds), coalesce(p_metadata, '{}'::jsonb))
-        on conflict (thread_id) do update set
-            conversation_data = excluded.conversation_data,
-            size_bytes  = excluded.size_bytes,
-            expires_at  = excluded.expires_at,
-            accessed_at = now(),
-            updated_at  = now(),
-            created_at  = now(),
-            version     = t.version + 1,
-            user_id     = excluded.user_id,
-            metadata    = excluded.metadata
-        where t.expires_at <= now()
-        returning t.version into v_version;
-    else
-        update public.conversation_threads t set
-            conversation_data = p_data::jsonb,
-            size_bytes  = pg_catalog.octet_length(p_data),
-            expires_at  = now() + make_interval(secs => p_ttl_seconds),
-            accessed_at = now(),
-            updated_at  = now(),
-            version     = t.version + 1,
-            user_id     = coalesce(p_user_id, t.user_id),
-            metadata    = coalesce(p_metadata, t.metadata)
-         where t.thread_id = p_thread_id
-           and t.version = p_expected_version
-           and t.expires_at > now()
-        returning t.version into v_version;
-    end if;
-    return v_version;
+create or replace function public.thread_delete_before(p_deadline timestamptz, p_thread_id text)
+returns boolean
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+begin
+    perform public.conversation_storage_check_deadline(p_deadline);
+    return public.thread_delete(p_thread_id);
 end;
 $$;
 
@@ -531,9 +473,10 @@ select public.conversation_storage_restrict(f)
       'public.conversation_storage_bury(text, timestamptz)',
       'public.conversation_storage_record_erasure(text)',
       'public.conversation_storage_check_deadline(timestamptz)',
-      'public.thread_delete(text, timestamptz)',
-      'public.thread_set(text, text, integer, text, jsonb, timestamptz)',
-      'public.thread_set_if_version(text, text, integer, bigint, text, jsonb, timestamptz)',
+      'public.thread_delete(text)',
+      'public.thread_set_before(timestamptz, text, text, integer, text, jsonb)',
+      'public.thread_set_if_version_before(timestamptz, text, text, integer, bigint, text, jsonb)',
+      'public.thread_delete_before(timestamptz, text)',
       'public.delete_user_threads_batch(text, integer)',
       'public.delete_user_threads(text)',
       'public.cleanup_expired_threads(integer)',

@@ -125,7 +125,6 @@ def test_daemons_sharing_a_spool_replay_each_write_once(store, tmp_path):
     assert [r["healthy"] for r in reports] == [True, True], reports
     replay_calls = sum(sum(r["replayed"].values()) for r in reports)
     assert replay_calls == 600, [r["replayed"] for r in reports]
-    assert all(sum(r["replayed"].values()) > 0 for r in reports), "both daemons took part"
     if not isinstance(store, PostgresStore):
         assert store.project.gateway.counts["thread_replay"] == 600
     expected = {f"thread:{name}-{i}": {"by": name, "i": i} for name in ("a", "b") for i in range(300)}

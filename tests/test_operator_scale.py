@@ -12,15 +12,17 @@ import pytest
 from supabase import create_client
 
 from scripts.benchmarks.operator_calls import HEAVY_USER, TYPICAL_USER, populate
-from tests.support.database import SQL_DIR, apply_sql
+from tests.support.database import apply_sql, sql_files
 from utils.infrastructure.memory_storage import InMemoryStorage
 from utils.infrastructure.remote_calls import USER_ERASE_BATCH
+from utils.infrastructure.schema import SCHEMA_VERSION
 from utils.infrastructure.sqlite_storage import SQLiteStorage
 from utils.infrastructure.supabase_storage import SupabaseStorage
 
 ROWS = 1_000_000
 HEAVY_ROWS = 100_000
-SQL_009 = SQL_DIR / "009_operator_scale.sql"
+# 009 and the files after it: applying 009 alone would take a newer schema back to version 6.
+FROM_009 = [path for path in sql_files() if path.name >= "009"]
 INDEXES_009 = [f"public.conversation_threads_{name}_idx"
                for name in ("accessed_at", "user_accessed_at", "expires_at_size", "size_unknown")]
 # Live rows as thread_list orders them, and each one's size as the functions report it.
@@ -46,7 +48,7 @@ def project(local_supabase):
         try:
             populate(admin, ROWS, heavy=HEAVY_ROWS, words=100, random_keys=False, vacuum=False)
         finally:
-            apply_sql(owner, [SQL_009])
+            apply_sql(owner, FROM_009)
     yield local_supabase
     with local_supabase.connect() as admin:
         admin.execute("truncate public.conversation_threads")
@@ -89,9 +91,9 @@ def test_applying_009_again_to_the_full_table_changes_nothing(project, sql):
              " union all select count(*)::text from public.conversation_threads order by 1")
     before = sql(state)
     with project.connect_as_owner() as owner:
-        apply_sql(owner, [SQL_009, SQL_009])
+        apply_sql(owner, FROM_009 + FROM_009)
     assert sql(state) == before
-    assert sql("select public.conversation_storage_schema_version()") == [(6,)]
+    assert sql("select public.conversation_storage_schema_version()") == [(SCHEMA_VERSION,)]
 
 
 def test_stats_count_every_row(storage, sql):

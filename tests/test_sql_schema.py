@@ -12,7 +12,8 @@ FUNCTIONS = [
     "thread_get_versioned", "thread_set_if_version", "thread_replay_set", "thread_replay_delete",
     "conversation_storage_schema_version", "thread_replay", "conversation_storage_bury",
     "conversation_storage_tombstone_retention", "conversation_storage_record_erasure",
-    "conversation_storage_check_deadline",
+    "conversation_storage_check_deadline", "thread_set_before", "thread_set_if_version_before",
+    "thread_delete_before",
 ]
 TABLES = ["conversation_threads", "conversation_thread_tombstones", "conversation_user_erasures"]
 #: Runs as its owner to read pg_cron's cron.job, which Supabase grants to postgres only.

@@ -45,10 +45,8 @@ def set_call(key: str, ttl_seconds: int, value: str, user_id: str | None, metada
         params["p_user_id"] = user_id
     if metadata is not None:
         params["p_metadata"] = metadata
-    if deadline is not None:
-        params["p_deadline"] = _timestamp(deadline)
     # thread_set answers the new expiry: minus the lifetime, the server's time of the write.
-    return Call("thread_set", params, lambda expires_at: _unix_time(expires_at) - ttl_seconds)
+    return _before(deadline, Call("thread_set", params, lambda expires_at: _unix_time(expires_at) - ttl_seconds))
 
 
 def get_call(key: str) -> Call:
@@ -56,10 +54,14 @@ def get_call(key: str) -> Call:
 
 
 def delete_call(key: str, deadline: float | None = None) -> Call:
-    params: dict[str, Any] = {"p_thread_id": key}
-    if deadline is not None:
-        params["p_deadline"] = _timestamp(deadline)
-    return Call("thread_delete", params, bool)
+    return _before(deadline, Call("thread_delete", {"p_thread_id": key}, bool))
+
+
+def _before(deadline: float | None, call: Call) -> Call:
+    """``call`` refused by the server if it starts after ``deadline`` (sql/010's *_before functions)."""
+    if deadline is None:
+        return call
+    return Call(f"{call.function}_before", {"p_deadline": _timestamp(deadline), **call.params}, call.decode)
 
 
 def cleanup_call(batch_size: int) -> Call:
@@ -88,9 +90,9 @@ def get_versioned_call(key: str) -> Call:
 
 def set_if_version_call(key, ttl_seconds, value, user_id, metadata, expected_version: int,
                         deadline: float | None = None) -> Call:
-    params = set_call(key, ttl_seconds, value, user_id, metadata, deadline).params
+    params = set_call(key, ttl_seconds, value, user_id, metadata).params
     params["p_expected_version"] = expected_version
-    return Call("thread_set_if_version", params, lambda version: version is not None)
+    return _before(deadline, Call("thread_set_if_version", params, lambda version: version is not None))
 
 
 def replay_call(write: SpooledWrite) -> Call:

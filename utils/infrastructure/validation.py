@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from .errors import StorageTypeError, StorageValueError
+from .json_numbers import check_numbers
 
 MAX_KEY_BYTES = 512
 # Postgres `integer`, the type of thread_set's p_ttl_seconds (about 68 years)
@@ -146,7 +147,8 @@ def check_value(value: object, max_bytes: int) -> None:
     """Raise unless ``value`` is one JSON document that every backend can store.
 
     A NUL (``\\u0000``) is accepted: the Postgres and Supabase backends store
-    such a document in an envelope JSONB can hold (json_envelope.py).
+    such a document in an envelope JSONB can hold (json_envelope.py). Its
+    numbers must read back alike from every backend (json_numbers.py).
     """
     if not isinstance(value, str):
         raise StorageTypeError(
@@ -154,16 +156,20 @@ def check_value(value: object, max_bytes: int) -> None:
         )
     # Measuring the exact UTF-8 size copies the value; skip it whenever the
     # character count alone proves the answer.
-    if len(value) > max_bytes:
-        _raise_too_large(len(value), max_bytes)
-    if len(value) * _MAX_UTF8_BYTES_PER_CHAR > max_bytes and not value.isascii():
-        size = len(_encode_utf8(value, "value"))
+    size = len(value)
+    if size > max_bytes:
+        _raise_too_large(size, max_bytes)
+    if not value.isascii():
+        size *= _MAX_UTF8_BYTES_PER_CHAR  # an upper bound is enough below the limit
         if size > max_bytes:
-            _raise_too_large(size, max_bytes)
+            size = len(_encode_utf8(value, "value"))
+            if size > max_bytes:
+                _raise_too_large(size, max_bytes)
     try:
         orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         raise StorageValueError(f"value is not valid JSON: {exc}") from None
+    check_numbers(value, max_bytes, size_bound=size, ints=False)
 
 
 def check_user_id(user_id: object) -> str | None:
@@ -199,6 +205,8 @@ def check_metadata(metadata: object) -> dict[str, Any] | None:
         raise StorageValueError(
             f"metadata must be at most {MAX_METADATA_BYTES} bytes as JSON, got {size}"
         )
+    # Stored as JSONB too, and read back with every listed thread.
+    check_numbers(text, MAX_METADATA_BYTES, "metadata", size_bound=size)
     copy = json.loads(text)
     if _contains_nul(copy):
         raise StorageValueError(
