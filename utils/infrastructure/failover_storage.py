@@ -33,7 +33,7 @@ from datetime import datetime
 from typing import Any
 
 from .errors import StorageError, StorageUnavailableError
-from .remote_calls import RemoteFunctionStorage, delete_call, set_call, set_if_version_call
+from .remote_calls import RemoteFunctionStorage, delete_call, set_call, set_if_version_call, unix_time
 from .server_clock import ServerClock
 from .spool import Spool, SpooledWrite, SpoolError
 
@@ -141,8 +141,9 @@ class FailoverStorage(RemoteFunctionStorage):
         deadline = self._deadline()
         try:
             sent = time.time()
-            written_at = self.primary._invoke(set_call(key, ttl_seconds, value, user_id, metadata, deadline))
-            self.clock.observe(written_at, sent, time.time())
+            expires_at = self.primary._invoke(set_call(key, ttl_seconds, value, user_id, metadata, deadline))
+            # The new expiry minus the lifetime: the server's time of the write.
+            self.clock.observe(unix_time(expires_at) - ttl_seconds, sent, time.time())
         except StorageUnavailableError as exc:
             self._spool_after(exc, deadline, spool_it)
             return
@@ -325,7 +326,7 @@ class FailoverStorage(RemoteFunctionStorage):
         report = self.primary.health()
         server_time = report.get("server_time")
         if isinstance(server_time, str):
-            self.clock.observe(datetime.fromisoformat(server_time).timestamp(), sent, time.time())
+            self.clock.observe(unix_time(server_time), sent, time.time())
 
     def _drain(self) -> int:
         try:
@@ -343,8 +344,7 @@ class FailoverStorage(RemoteFunctionStorage):
         while not self._closed.is_set() and (writes := self.spool.after(self._replayed_through, _REPLAY_BATCH)):
             for write in writes:
                 with self._replay_lock:
-                    outcome = self.primary.replay(write)
-                self.replayed[outcome] = self.replayed.get(outcome, 0) + 1
+                    self._count(self.primary.replay(write))
                 self._replayed_through = write.id
 
     def _drain_claimed(self) -> int:
@@ -368,9 +368,12 @@ class FailoverStorage(RemoteFunctionStorage):
             for write in writes:
                 self._replay(write)
 
-    def _replay(self, write: SpooledWrite) -> None:
-        outcome = self.primary.replay(write)
+    def _count(self, outcome: str) -> str:
         self.replayed[outcome] = self.replayed.get(outcome, 0) + 1
+        return outcome
+
+    def _replay(self, write: SpooledWrite) -> None:
+        outcome = self._count(self.primary.replay(write))
         if outcome == "too_old":
             logger.error(
                 "a spooled %s of %r acknowledged at %s is older than the store's tombstone retention and "

@@ -45,8 +45,9 @@ def set_call(key: str, ttl_seconds: int, value: str, user_id: str | None, metada
         params["p_user_id"] = user_id
     if metadata is not None:
         params["p_metadata"] = metadata
-    # thread_set answers the new expiry: minus the lifetime, the server's time of the write.
-    return _before(deadline, Call("thread_set", params, lambda expires_at: _unix_time(expires_at) - ttl_seconds))
+    # The raw expiry thread_set answers: only the failover layer reads it
+    # (server_clock.py), so plain sets do not pay for parsing it.
+    return _before(deadline, Call("thread_set", params, _unchanged))
 
 
 def get_call(key: str) -> Call:
@@ -96,25 +97,22 @@ def set_if_version_call(key, ttl_seconds, value, user_id, metadata, expected_ver
 
 
 def replay_call(write: SpooledWrite) -> Call:
-    params: dict[str, Any] = {
-        "p_thread_id": write.key,
-        "p_op": write.op,
-        "p_written_at": _timestamp(write.written_at),
-    }
     if write.op == "set":
-        params.update(p_data=to_stored(write.value), p_ttl_seconds=write.ttl)
-        if write.user_id is not None:
-            params["p_user_id"] = write.user_id
-        if write.metadata is not None:
-            params["p_metadata"] = write.metadata
-    return Call("thread_replay", params, str)
+        params = set_call(write.key, write.ttl, write.value, write.user_id, write.metadata).params
+    else:
+        params = {"p_thread_id": write.key}
+    return Call("thread_replay", {**params, "p_op": write.op, "p_written_at": _timestamp(write.written_at)}, str)
 
 
 def _timestamp(unix_time: float) -> str:
     return datetime.fromtimestamp(unix_time, tz=UTC).isoformat()
 
 
-def _unix_time(value: Any) -> float:
+def _unchanged(value: Any) -> Any:
+    return value
+
+
+def unix_time(value: Any) -> float:
     """A timestamptz as psycopg (datetime) or PostgREST (ISO text) hands it back."""
     if isinstance(value, str):
         value = datetime.fromisoformat(value)

@@ -141,12 +141,6 @@ class Spool:
             f"select {_COLUMNS} from spooled_writes where key = ? order by id desc limit 1", (key,)).fetchone())
         return _write(row) if row else None
 
-    def writes_of(self, key: str) -> list[SpooledWrite]:
-        """Every spooled write of ``key``, oldest first."""
-        rows = self._run("be read", lambda c: c.execute(
-            f"select {_COLUMNS} from spooled_writes where key = ? order by id", (key,)).fetchall())
-        return [_write(r) for r in rows]
-
     def after(self, write_id: int, limit: int) -> list[SpooledWrite]:
         """Up to ``limit`` writes following ``write_id``, oldest first, claimed or not."""
         rows = self._run("be read", lambda c: c.execute(
