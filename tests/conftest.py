@@ -21,11 +21,14 @@ from utils.infrastructure import storage_backend
 from utils.infrastructure.async_adapters import AsyncInMemoryStorage, AsyncSQLiteStorage
 from utils.infrastructure.base_storage import ThreadStorage
 from utils.infrastructure.memory_storage import InMemoryStorage
+from utils.infrastructure.near_cache import NearCache
 from utils.infrastructure.postgres_storage import AsyncPostgresStorage, PostgresStorage
 from utils.infrastructure.sqlite_storage import SQLiteStorage
 from utils.infrastructure.supabase_storage import AsyncSupabaseStorage, SupabaseStorage
 
-BACKENDS = ["memory", "sqlite", "postgres", "supabase"]
+#: "-uncached": the remote backends without their near cache (near_cache.py);
+#: the plain names run with it, patching every write of a thread they hold.
+BACKENDS = ["memory", "sqlite", "postgres", "supabase", "postgres-uncached", "supabase-uncached"]
 ALL_BACKENDS = BACKENDS + [f"async-{name}" for name in BACKENDS]
 
 
@@ -119,14 +122,22 @@ def _open_backend(name: str, request, runner: EventLoopThread | None):
         path = request.getfixturevalue("tmp_path") / "threads.sqlite3"
         storage = runner.run(AsyncSQLiteStorage.create(path)) if runner else SQLiteStorage(path)
         return storage, SQLiteStorage(path)
+    name, _, uncached = name.partition("-")
+    cache = (lambda: False) if uncached else (lambda: NearCache(patch_min_chars=0))
     if name == "postgres":
         dsn = request.getfixturevalue("postgres_dsn")
-        storage = runner.run(AsyncPostgresStorage.create(dsn)) if runner else PostgresStorage(dsn)
-        return storage, PostgresStorage(dsn, max_size=2)
+        if runner:
+            storage = runner.run(AsyncPostgresStorage.create(dsn, near_cache=cache()))
+        else:
+            storage = PostgresStorage(dsn, near_cache=cache())
+        return storage, PostgresStorage(dsn, max_size=2, near_cache=cache())
     project = request.getfixturevalue("supabase_project")
     args = (project.url, project.secret_key)
-    storage = runner.run(AsyncSupabaseStorage.create(*args)) if runner else SupabaseStorage(*args)
-    return storage, SupabaseStorage(*args)
+    if runner:
+        storage = runner.run(AsyncSupabaseStorage.create(*args, near_cache=cache()))
+    else:
+        storage = SupabaseStorage(*args, near_cache=cache())
+    return storage, SupabaseStorage(*args, near_cache=cache())
 
 
 @pytest.fixture(params=ALL_BACKENDS)
@@ -184,7 +195,7 @@ def clean_env(monkeypatch, tmp_path):
         "CONVERSATION_STORAGE_TIMEOUT_SECONDS", "DATABASE_URL", "SUPABASE_DB_URL",
         "CONVERSATION_POSTGRES_POOL_MIN", "CONVERSATION_POSTGRES_POOL_MAX",
         "CONVERSATION_POSTGRES_TRANSACTION_POOLER", "CONVERSATION_SQLITE_PATH", "CONVERSATION_SQLITE_SYNCHRONOUS",
-        "CONVERSATION_STORAGE_FAILOVER",
+        "CONVERSATION_STORAGE_FAILOVER", "CONVERSATION_NEAR_CACHE",
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CONVERSATION_SPOOL_PATH", str(tmp_path / "spool.sqlite3"))

@@ -16,10 +16,15 @@ def test_quick_benchmark_writes_its_report(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = (tmp_path / "report.md").read_text()
-    for section in ("## Cleanup", "## PostgresStorage throughput by threads", "| round trips | supabase get |"):
+    for section in ("## Cleanup", "## PostgresStorage throughput by threads", "| round trips | supabase get |",
+                    "## PostgresStorage against the same SQL typed by hand", "| postgres set, no cache | raw upsert |"):
         assert section in report
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["machine"]["cpus"] >= 1 and data["machine"]["postgres"]
+    compared = {(r["operation"], r["baseline"]) for r in data["postgres_path"]["ratios"]}
+    assert ("postgres get, near cache", "raw select") in compared and ("postgres set, near cache", "raw upsert") in compared
+    sets = {r["name"]: r["baseline"] for r in data["results"] if r["name"].endswith(" set")}
+    assert sets["postgres set"] == sets["supabase set"] == "psycopg upsert"
     trips = {r["name"]: r["round_trips"] for r in data["results"] if r["round_trips"] is not None}
     assert set(trips) == {"postgres get", "postgres set", "supabase get", "supabase set"}
     assert all(0.9 < v < 1.2 for v in trips.values()), trips  # one round trip per operation, counted

@@ -155,7 +155,7 @@ def test_migrate_stores_the_sizes_of_threads_written_before_schema_6(postgres_se
     with postgres_server.connect(name) as conn:
         conn.execute("select public.thread_set('thread:' || i, '{\"turn\": 1}', 3600) from generate_series(1, 12) i")
     upgrade = json.loads(run(["--json", "migrate"], env).stdout)
-    assert upgrade["files"] == ["009_operator_scale.sql", "010_tombstones.sql"]
+    assert upgrade["files"] == [path.name for path in sql_files() if path.name >= "009"]
     assert upgrade["sizes_filled"] == 12
     with postgres_server.connect(name) as conn:
         assert conn.execute("select count(*) from public.conversation_threads where size_bytes is null").fetchone()[0] == 0

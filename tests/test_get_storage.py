@@ -47,6 +47,18 @@ def test_supabase_is_used_when_configured_and_reachable(clean_env, supabase_proj
     assert storage.get("thread:env") == '{"ok": 1}'
 
 
+@pytest.mark.parametrize("setting, cached", [(None, True), ("true", True), ("false", False)])
+def test_the_near_cache_is_on_unless_turned_off(clean_env, supabase_project, postgres_dsn, setting, cached):
+    if setting is not None:
+        clean_env.setenv("CONVERSATION_NEAR_CACHE", setting)
+    _use_supabase(clean_env, supabase_project.url, supabase_project.secret_key)
+    assert (get_storage().primary.near_cache is not None) is cached
+    reset_storage()
+    clean_env.setenv("CONVERSATION_STORAGE_BACKEND", "postgres")
+    clean_env.setenv("DATABASE_URL", postgres_dsn)
+    assert (get_storage().primary.near_cache is not None) is cached
+
+
 def test_service_role_key_variable_is_accepted(clean_env, supabase_project):
     _use_supabase(clean_env, supabase_project.url, supabase_project.service_role_key)
     clean_env.delenv("SUPABASE_KEY")

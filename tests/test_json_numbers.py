@@ -20,6 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import ALL_BACKENDS
 from utils.infrastructure.errors import StorageError, StorageValueError
 from utils.infrastructure.json_numbers import check_numbers
 from utils.infrastructure.memory_storage import InMemoryStorage
@@ -28,7 +29,7 @@ from utils.infrastructure.sqlite_storage import SQLiteStorage
 from utils.infrastructure.supabase_storage import SupabaseStorage
 from utils.infrastructure.validation import DEFAULT_MAX_VALUE_BYTES, check_value
 
-PRINTS_NUMBERS = {"postgres", "supabase", "async-postgres", "async-supabase"}
+PRINTS_NUMBERS = {name for name in ALL_BACKENDS if "postgres" in name or "supabase" in name}
 
 
 def as_decimals(text: str) -> object:

@@ -13,7 +13,8 @@ FUNCTIONS = [
     "conversation_storage_schema_version", "thread_replay", "conversation_storage_bury",
     "conversation_storage_tombstone_retention", "conversation_storage_record_erasure",
     "conversation_storage_check_deadline", "thread_set_before", "thread_set_if_version_before",
-    "thread_delete_before",
+    "thread_delete_before", "conversation_storage_apply_patch", "conversation_storage_next_version",
+    "thread_fetch", "thread_put", "thread_patch",
 ]
 TABLES = ["conversation_threads", "conversation_thread_tombstones", "conversation_user_erasures"]
 #: Runs as its owner to read pg_cron's cron.job, which Supabase grants to postgres only.

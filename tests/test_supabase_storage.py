@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from freezegun import freeze_time
 
+from tests.support.documents import conversation_document, next_turn
 from tests.support.postgres_server import free_port
 from utils.infrastructure.errors import StorageUnavailableError
 from utils.infrastructure.json_envelope import MARKER, to_stored
@@ -44,19 +45,26 @@ def _row_count(project) -> int:
         return conn.execute("select count(*) from public.conversation_threads").fetchone()[0]
 
 
-def test_each_operation_is_exactly_one_http_request(storage, supabase_project):
+@pytest.mark.parametrize("cached", [True, False], ids=["near-cache", "no-cache"])
+def test_each_operation_is_exactly_one_http_request(supabase_project, cached):
     gateway = supabase_project.gateway
+    big = conversation_document(20)
+    storage = SupabaseStorage(supabase_project.url, supabase_project.secret_key, near_cache=cached)
     operations = [
-        ("thread_set", lambda: storage.setex("thread:one", 60, '{"a": 1}')),
-        ("thread_get", lambda: storage.get("thread:one")),
-        ("thread_get", lambda: storage.get("thread:missing")),
+        ("thread_put" if cached else "thread_set", lambda: storage.setex("thread:one", 60, '{"a": 1}')),
+        ("thread_fetch" if cached else "thread_get", lambda: storage.get("thread:one")),
+        ("thread_fetch" if cached else "thread_get", lambda: storage.get("thread:one")),
+        ("thread_fetch" if cached else "thread_get", lambda: storage.get("thread:missing")),
+        ("thread_put" if cached else "thread_set", lambda: storage.setex("thread:one", 60, big)),
+        ("thread_patch" if cached else "thread_set", lambda: storage.setex("thread:one", 60, next_turn(big))),
         ("thread_delete", lambda: storage.delete("thread:one")),
         ("cleanup_expired_threads", lambda: storage.cleanup_expired()),
     ]
-    for function, operation in operations:
-        gateway.reset_counts()
-        operation()
-        assert dict(gateway.counts) == {function: 1}
+    with storage:
+        for function, operation in operations:
+            gateway.reset_counts()
+            operation()
+            assert dict(gateway.counts) == {function: 1}
 
 
 def test_health_reports_the_service_role(storage):

@@ -34,9 +34,14 @@ def print_table(results: list[Result]) -> None:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
 
 
-def write_markdown(path: Path, results: list[Result], cleanup: dict, concurrency: dict, machine: dict) -> None:
+def write_markdown(path: Path, results: list[Result], cleanup: dict, concurrency: dict, machine: dict,
+                   postgres_path: list[str]) -> None:
     lines = ["# Benchmark report", ""]
     lines += [f"- {k}: {v}" for k, v in machine.items()]
+    lines += ["", "## PostgresStorage against the same SQL typed by hand (5 KB, alternating rounds)", ""]
+    lines += ["Median of the rounds' p50s; see scripts/benchmarks/postgres_path.py.", ""]
+    lines += postgres_path
+    lines += ["", "## Every backend, by document size", ""]
     lines += ["", "Latencies per operation in microseconds; each ratio compares p50 with the baseline named,",
               "measured in the same run.", ""]
     lines += ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
@@ -59,7 +64,7 @@ def write_chart(path: Path, results: list[Result]) -> Path | None:
         return None
     groups = [g for g in dict.fromkeys(r.group for r in results) if g.endswith("document")]
     names = ["memory get", "sqlite get", "postgres get", "supabase get", "psycopg select row", "redis GET",
-             "memory set", "sqlite set", "postgres set", "supabase set", "redis SET EX"]
+             "memory set", "sqlite set", "postgres set", "supabase set", "psycopg upsert", "redis SET EX"]
     by_name = {(r.group, r.name): r for r in results}
     fig, ax = plt.subplots(figsize=(12, 5))
     width = 0.8 / len(groups)

@@ -29,7 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import psycopg  # noqa: E402
 
+from scripts.benchmarks import postgres_path  # noqa: E402
 from scripts.benchmarks.measure import Result, throughput, time_calls  # noqa: E402
+from scripts.benchmarks.postgres_path import RAW_SELECT, RAW_UPSERT  # noqa: E402
 from scripts.benchmarks.report import print_table, write_chart, write_markdown  # noqa: E402
 from scripts.benchmarks.stack import Stack  # noqa: E402
 from tests.support.documents import document_of_size  # noqa: E402
@@ -82,12 +84,14 @@ def bench_sizes(stack: Stack, backends: dict, quick: bool) -> list[Result]:
         results.append(Result(group, "dict+lock set", time_calls(lambda i: floor.setex(key, 3600, doc), n)))
         raw.execute("select public.thread_set(%s, %s, 3600)", (key, doc))
         results.append(Result(group, "psycopg SELECT 1", time_calls(lambda i: raw.execute("select 1").fetchone(), n)))
-        row_sql = "select conversation_data::text from public.conversation_threads where thread_id = %s"
         results.append(Result(group, "psycopg select row",
-                              time_calls(lambda i: raw.execute(row_sql, (key,)).fetchone(), n)))
+                              time_calls(lambda i: raw.execute(RAW_SELECT, (key,), prepare=True).fetchone(), n)))
+        raw_key = f"thread:bench-raw-{label}"
+        results.append(Result(group, "psycopg upsert",
+                              time_calls(lambda i: raw.execute(RAW_UPSERT, (raw_key, doc, 3600), prepare=True), n)))
         if redis_client is not None:
             results.append(Result(group, "redis SET EX", time_calls(lambda i: redis_client.set(key, doc, ex=3600), n),
-                                  baseline="psycopg select row"))
+                                  baseline="psycopg upsert"))
             results.append(Result(group, "redis GET", time_calls(lambda i: redis_client.get(key), n),
                                   baseline="psycopg select row"))
         for name, storage in backends.items():
@@ -96,7 +100,7 @@ def bench_sizes(stack: Stack, backends: dict, quick: bool) -> list[Result]:
             results.append(Result(group, f"{name} get", time_calls(lambda i: storage.get(key), n),
                                   baseline="dict+lock get" if in_process else "psycopg select row"))
             results.append(Result(group, f"{name} set", time_calls(lambda i: storage.setex(key, 3600, doc), n),
-                                  baseline="dict+lock set" if in_process else "psycopg select row"))
+                                  baseline="dict+lock set" if in_process else "psycopg upsert"))
     raw.close()
     return results
 
@@ -254,6 +258,7 @@ def main() -> int:
             "postgres": postgres,
             "supabase": supabase,
         }
+        path = postgres_path.measure(stack.dsn, stack.redis_port, 5 if args.quick else 15, 100 if args.quick else 400)
         results = bench_sizes(stack, backends, args.quick)
         results += bench_mix(backends, args.quick)
         results += count_round_trips(stack, supabase)
@@ -272,9 +277,11 @@ def main() -> int:
     print_table(results)
     print(f"\ncleanup: {json.dumps(cleanup)}")
     print(f"postgres get throughput by threads (ops/s): {json.dumps(concurrency)}")
-    write_markdown(out / "report.md", results, cleanup, concurrency, info)
+    print("\n" + "\n".join(postgres_path.markdown(path)))
+    write_markdown(out / "report.md", results, cleanup, concurrency, info, postgres_path.markdown(path))
     (out / "results.json").write_text(json.dumps({
         "machine": info, "cleanup": cleanup, "concurrency": concurrency,
+        "postgres_path": {"p50_us": path, "ratios": postgres_path.ratios(path)},
         "results": [{"group": r.group, "name": r.name, "p50_us": r.p50, "p90_us": r.p90, "p99_us": r.p99,
                      "ops_per_s": r.ops_per_s, "baseline": r.baseline, "round_trips": r.round_trips}
                     for r in results],

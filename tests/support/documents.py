@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 import uuid
@@ -57,3 +58,15 @@ def document_of_size(target_bytes: int, *, seed: int = 0) -> str:
     per_turn = 2000
     turns = max(2, target_bytes // (per_turn + 250))
     return conversation_document(turns, per_turn, seed=seed)
+
+
+def next_turn(old_text: str, turns_key: str = "turns") -> str:
+    """The caller's next write, as pal's add_turn makes it: a turn appended,
+    last_updated_at changed, the whole document re-serialized compactly."""
+    document = json.loads(old_text)
+    turn = copy.deepcopy(document[turns_key][-2])
+    turn["content"] = "a new answer " * 150
+    turn["timestamp"] = "2026-11-21T11:00:00+00:00"
+    document[turns_key].append(turn)
+    document["last_updated_at"] = "2026-11-21T11:00:00+00:00"
+    return json.dumps(document, separators=(",", ":"))

@@ -140,6 +140,7 @@ def _supabase_args(settings: Settings) -> tuple[tuple[str, str], dict]:
     return (settings.supabase_url, settings.supabase_key), {  # type: ignore[return-value]
         "timeout_seconds": settings.request_timeout_seconds,
         "max_value_bytes": settings.max_value_bytes,
+        "near_cache": settings.near_cache,
     }
 
 
@@ -156,6 +157,7 @@ def _postgres_args(settings: Settings) -> tuple[tuple[str], dict]:
         "statement_timeout": settings.request_timeout_seconds,
         "transaction_pooler": settings.transaction_pooler,
         "max_value_bytes": settings.max_value_bytes,
+        "near_cache": settings.near_cache,
     }
 
 

@@ -33,7 +33,7 @@ from datetime import datetime
 from typing import Any
 
 from .errors import StorageError, StorageUnavailableError
-from .remote_calls import RemoteFunctionStorage, delete_call, set_call, set_if_version_call, unix_time
+from .remote_calls import RemoteFunctionStorage, set_if_version_call, unix_time
 from .server_clock import ServerClock
 from .spool import Spool, SpooledWrite, SpoolError
 
@@ -58,7 +58,8 @@ class FailoverStorage(RemoteFunctionStorage):
         max_probe_interval: float = 30.0,
         unavailable: StorageUnavailableError | None = None,
     ) -> None:
-        super().__init__(max_value_bytes=primary.max_value_bytes)
+        # No near cache of its own: reads and writes go through the primary's.
+        super().__init__(max_value_bytes=primary.max_value_bytes, near_cache=False)
         self.primary = primary
         self.spool = spool
         self.backend_name = primary.backend_name
@@ -141,7 +142,7 @@ class FailoverStorage(RemoteFunctionStorage):
         deadline = self._deadline()
         try:
             sent = time.time()
-            expires_at = self.primary._invoke(set_call(key, ttl_seconds, value, user_id, metadata, deadline))
+            expires_at = self.primary._write(key, ttl_seconds, value, user_id, metadata, deadline)
             # The new expiry minus the lifetime: the server's time of the write.
             self.clock.observe(unix_time(expires_at) - ttl_seconds, sent, time.time())
         except StorageUnavailableError as exc:
@@ -157,7 +158,7 @@ class FailoverStorage(RemoteFunctionStorage):
         try:
             if state == REPLAYING:
                 self._replay_key(key)  # so that the answer counts what this process acknowledged
-            deleted = self.primary._invoke(delete_call(key, deadline))
+            deleted = self.primary._remove(key, deadline)
         except StorageUnavailableError as exc:
             return self._spool_after(exc, deadline, lambda stamp: self._spool_delete(key, stamp))
         self._supersede(key)
@@ -170,20 +171,23 @@ class FailoverStorage(RemoteFunctionStorage):
         return was_live
 
     def _get(self, key: str) -> str | None:
-        return self._get_versioned(key)[0]
+        return self._read(key, self.primary._get, lambda spooled: spooled)
 
     def _get_versioned(self, key: str) -> tuple[str | None, int]:
+        return self._read(key, self.primary._get_versioned, lambda spooled: (spooled, _SPOOLED_VERSION))
+
+    def _read(self, key: str, from_store: Callable[[str], Any], from_spool: Callable[[str | None], Any]) -> Any:
         state = self._state_now()
         if state == DEGRADED:
-            return self._from_spool(key), _SPOOLED_VERSION  # the circuit is open: do not wait on a dead store
+            return from_spool(self._from_spool(key))  # the circuit is open: do not wait on a dead store
         try:
             if state == REPLAYING:
                 self._replay_key(key)
-            return self.primary._get_versioned(key)
+            return from_store(key)
         except StorageUnavailableError as exc:
             with self._state_lock:
                 self._degrade(exc)
-            return self._from_spool(key), _SPOOLED_VERSION
+            return from_spool(self._from_spool(key))
 
     def _set_if_version(self, key, ttl_seconds, value, user_id, metadata, expected_version: int) -> bool:
         # Compare-and-set needs the store; during an outage the write is
@@ -195,6 +199,7 @@ class FailoverStorage(RemoteFunctionStorage):
         try:
             if self._state_now() == REPLAYING:
                 self._replay_key(key)
+            self.primary._forget(key)
             written = self.primary._invoke(
                 set_if_version_call(key, ttl_seconds, value, user_id, metadata, expected_version, deadline))
         except StorageUnavailableError as exc:

@@ -9,18 +9,24 @@ transports, both faces and the failover replay store a NUL the same way.
 
 from __future__ import annotations
 
+import logging
 from abc import abstractmethod
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+from . import json_delta, jsonb_text
 from .async_base_storage import AsyncThreadStorage
 from .base_storage import USER_ERASE_BATCH, ThreadStorage
-from .errors import StorageSchemaError
+from .errors import StorageSchemaError, StorageValueError
 from .json_envelope import from_stored, to_stored
+from .near_cache import Held, NearCache
 from .schema import check_health
 from .spool import SpooledWrite
 from .thread_info import ThreadInfo
+
+
+logger = logging.getLogger("conversation_storage")
 
 
 class Call(NamedTuple):
@@ -63,6 +69,105 @@ def _before(deadline: float | None, call: Call) -> Call:
     if deadline is None:
         return call
     return Call(f"{call.function}_before", {"p_deadline": _timestamp(deadline), **call.params}, call.decode)
+
+
+class PlannedRead(NamedTuple):
+    """A read through the near cache: what to tell the store this process holds."""
+
+    held: Held | None
+    #: What the read returns if the store answers "unchanged".
+    text: str | None
+    call: Call
+
+    @classmethod
+    def of(cls, cache: NearCache, key: str) -> PlannedRead:
+        held = cache.get(key)
+        params: dict[str, Any] = {"p_thread_id": key, "p_known_version": 0}
+        text = None
+        if held is not None:
+            text = held.text if held.printed else jsonb_text.render(held.text)
+            if text is not None:
+                params["p_known_version"] = held.version
+                if not held.printed:
+                    # Held as this process wrote it: the store confirms the printing once.
+                    params["p_known_md5"] = jsonb_text.fingerprint(text)
+        return cls(held, text, Call("thread_fetch", params, _unchanged))
+
+    def remember(self, cache: NearCache, key: str, answer: dict | None) -> str | None:
+        """The document thread_fetch answered, from the cache when it said "unchanged"."""
+        if answer is None:
+            cache.forget(key)
+            return None
+        version = int(answer["version"])
+        if "data" in answer:
+            text = _document_or_none(answer["data"])
+        elif self.text is not None and version == self.call.params["p_known_version"]:
+            text = self.text
+        else:
+            raise StorageSchemaError(
+                f"thread_fetch answered 'unchanged' at version {version}, which this process does not hold: "
+                "the database has an unexpected thread_fetch(); apply the files of sql/ again"
+            )
+        cache.put(key, text, version, printed=True)
+        return text
+
+
+def put_call(key: str, ttl_seconds: int, value: str, user_id: str | None, metadata: dict | None,
+             deadline: float | None = None) -> Call:
+    params = set_call(key, ttl_seconds, value, user_id, metadata).params
+    if deadline is not None:
+        params["p_deadline"] = _timestamp(deadline)
+    return Call("thread_put", params, _unchanged)
+
+
+def patch_call(key: str, base_version: int, patch: str, size_bytes: int, ttl_seconds: int,
+               user_id: str | None, metadata: dict | None, deadline: float | None = None) -> Call:
+    params: dict[str, Any] = {"p_thread_id": key, "p_base_version": base_version, "p_patch": patch,
+                              "p_size_bytes": size_bytes, "p_ttl_seconds": ttl_seconds}
+    if user_id is not None:
+        params["p_user_id"] = user_id
+    if metadata is not None:
+        params["p_metadata"] = metadata
+    if deadline is not None:
+        params["p_deadline"] = _timestamp(deadline)
+    return Call("thread_patch", params, _unchanged)
+
+
+class PlannedWrite(NamedTuple):
+    """A write through the near cache: the patch against the held version, if one pays."""
+
+    held: Held | None
+    patch: str | None
+
+    @classmethod
+    def of(cls, cache: NearCache, key: str, value: str) -> PlannedWrite:
+        held = cache.get(key)
+        if held is None or len(value) < cache.patch_min_chars:
+            return cls(held, None)
+        return cls(held, json_delta.diff(held.text, value))
+
+    def patch_call(self, key, ttl_seconds, value, user_id, metadata, deadline) -> Call:
+        assert self.held is not None and self.patch is not None
+        return patch_call(key, self.held.version, self.patch, len(value.encode("utf-8")), ttl_seconds,
+                          user_id, metadata, deadline)
+
+
+def patch_refused(key: str, exc: StorageValueError) -> None:
+    # The patch came from json_delta and the store could not apply it: a
+    # bug, not the caller's fault. The whole document is written instead.
+    logger.warning("the store refused the patch for %s (%s); writing the whole thread", key, exc)
+
+
+def remember_written(cache: NearCache, key: str, value: str, answer: dict) -> Any:
+    """Hold what thread_put / thread_patch wrote; return the new expiry as the store answered it."""
+    cache.put(key, value, int(answer["version"]), printed=False)
+    return answer["expires_at"]
+
+
+def _near_cache(option: bool | NearCache | None) -> NearCache | None:
+    if isinstance(option, NearCache):
+        return option
+    return NearCache() if option else None
 
 
 def cleanup_call(batch_size: int) -> Call:
@@ -131,19 +236,56 @@ class RemoteFunctionStorage(ThreadStorage):
     #: pooler queued); 0 when it cannot run after the call failed.
     late_start_seconds = 0.0
 
+    def __init__(self, *, max_value_bytes: int | None = None, near_cache: bool | NearCache | None = True) -> None:
+        super().__init__(max_value_bytes=max_value_bytes)
+        #: None when off; see near_cache.py.
+        self.near_cache = _near_cache(near_cache)
+
     def health(self) -> dict[str, Any]:
         """Check reachability, role and schema version; return the server's report."""
         self._ensure_open()
         return self._invoke(HEALTH_CALL)
 
     def _set(self, key, ttl_seconds, value, user_id, metadata) -> None:
-        self._invoke(set_call(key, ttl_seconds, value, user_id, metadata))
+        self._write(key, ttl_seconds, value, user_id, metadata)
+
+    def _write(self, key, ttl_seconds, value, user_id, metadata, deadline: float | None = None) -> Any:
+        """Store ``value``; return the new expiry as the store answered it (for the failover clock)."""
+        cache = self.near_cache
+        if cache is None:
+            return self._invoke(set_call(key, ttl_seconds, value, user_id, metadata, deadline))
+        plan = PlannedWrite.of(cache, key, value)
+        try:
+            if plan.patch is not None:
+                try:
+                    answer = self._invoke(plan.patch_call(key, ttl_seconds, value, user_id, metadata, deadline))
+                    if answer is not None:
+                        return remember_written(cache, key, value, answer)
+                except StorageValueError as exc:
+                    patch_refused(key, exc)
+            answer = self._invoke(put_call(key, ttl_seconds, value, user_id, metadata, deadline))
+            return remember_written(cache, key, value, answer)
+        except BaseException:
+            cache.forget(key)  # whether it was written is unknown
+            raise
 
     def _get(self, key: str) -> str | None:
-        return self._invoke(get_call(key))
+        cache = self.near_cache
+        if cache is None:
+            return self._invoke(get_call(key))
+        read = PlannedRead.of(cache, key)
+        return read.remember(cache, key, self._invoke(read.call))
 
     def _delete(self, key: str) -> bool:
-        return self._invoke(delete_call(key))
+        return self._remove(key)
+
+    def _remove(self, key: str, deadline: float | None = None) -> bool:
+        self._forget(key)
+        return self._invoke(delete_call(key, deadline))
+
+    def _forget(self, key: str) -> None:
+        if self.near_cache is not None:
+            self.near_cache.forget(key)
 
     def _cleanup_expired(self, batch_size: int) -> int:
         return self._invoke(cleanup_call(batch_size))
@@ -175,7 +317,13 @@ class RemoteFunctionStorage(ThreadStorage):
         return self._invoke(replay_call(write))
 
     def _set_if_version(self, key, ttl_seconds, value, user_id, metadata, expected_version: int) -> bool:
+        self._forget(key)
         return self._invoke(set_if_version_call(key, ttl_seconds, value, user_id, metadata, expected_version))
+
+    def close(self) -> None:
+        super().close()
+        if self.near_cache is not None:
+            self.near_cache.clear()
 
     def _invoke(self, call: Call) -> Any:
         return call.decode(self._call(call.function, call.params))
@@ -188,18 +336,48 @@ class RemoteFunctionStorage(ThreadStorage):
 class AsyncRemoteFunctionStorage(AsyncThreadStorage):
     """The asyncio twin of :class:`RemoteFunctionStorage`."""
 
+    def __init__(self, *, max_value_bytes: int | None = None, near_cache: bool | NearCache | None = True) -> None:
+        super().__init__(max_value_bytes=max_value_bytes)
+        self.near_cache = _near_cache(near_cache)
+
     async def health(self) -> dict[str, Any]:
         self._ensure_open()
         return await self._invoke(HEALTH_CALL)
 
     async def _set(self, key, ttl_seconds, value, user_id, metadata) -> None:
-        await self._invoke(set_call(key, ttl_seconds, value, user_id, metadata))
+        cache = self.near_cache
+        if cache is None:
+            await self._invoke(set_call(key, ttl_seconds, value, user_id, metadata))
+            return
+        plan = PlannedWrite.of(cache, key, value)
+        try:
+            if plan.patch is not None:
+                try:
+                    answer = await self._invoke(plan.patch_call(key, ttl_seconds, value, user_id, metadata, None))
+                    if answer is not None:
+                        remember_written(cache, key, value, answer)
+                        return
+                except StorageValueError as exc:
+                    patch_refused(key, exc)
+            remember_written(cache, key, value, await self._invoke(put_call(key, ttl_seconds, value, user_id, metadata)))
+        except BaseException:
+            cache.forget(key)
+            raise
 
     async def _get(self, key: str) -> str | None:
-        return await self._invoke(get_call(key))
+        cache = self.near_cache
+        if cache is None:
+            return await self._invoke(get_call(key))
+        read = PlannedRead.of(cache, key)
+        return read.remember(cache, key, await self._invoke(read.call))
 
     async def _delete(self, key: str) -> bool:
+        self._forget(key)
         return await self._invoke(delete_call(key))
+
+    def _forget(self, key: str) -> None:
+        if self.near_cache is not None:
+            self.near_cache.forget(key)
 
     async def _cleanup_expired(self, batch_size: int) -> int:
         return await self._invoke(cleanup_call(batch_size))
@@ -225,6 +403,7 @@ class AsyncRemoteFunctionStorage(AsyncThreadStorage):
         return await self._invoke(get_versioned_call(key))
 
     async def _set_if_version(self, key, ttl_seconds, value, user_id, metadata, expected_version: int) -> bool:
+        self._forget(key)
         return await self._invoke(
             set_if_version_call(key, ttl_seconds, value, user_id, metadata, expected_version)
         )

@@ -7,7 +7,7 @@ from typing import Any
 from .errors import StoragePermissionError, StorageSchemaError
 
 #: The schema version this library needs; storage_health() reports the installed one.
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 
 def check_health(report: Any) -> dict[str, Any]:

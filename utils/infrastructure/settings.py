@@ -50,6 +50,8 @@ class Settings:
     #: Spool writes locally while a remote store is down (supabase, postgres).
     failover: bool = True
     spool_path: str | None = None
+    #: Remember the threads this process read or wrote, to send less (supabase, postgres).
+    near_cache: bool = True
 
     @property
     def ttl_seconds(self) -> int:
@@ -89,6 +91,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         sqlite_synchronous=_choice(environ, "CONVERSATION_SQLITE_SYNCHRONOUS", ("full", "normal", "extra"), "full"),
         failover=_flag(environ, "CONVERSATION_STORAGE_FAILOVER", default=True),
         spool_path=_text(environ, "CONVERSATION_SPOOL_PATH"),
+        near_cache=_flag(environ, "CONVERSATION_NEAR_CACHE", default=True),
     )
 
 

@@ -17,6 +17,7 @@ from postgrest.exceptions import APIError
 from supabase import AsyncClientOptions, ClientOptions, acreate_client, create_client
 
 from .errors import StorageConfigurationError, StorageUnavailableError
+from .near_cache import NearCache
 from .remote_calls import AsyncRemoteFunctionStorage, RemoteFunctionStorage
 from .sql_errors import error_for_code, error_for_status
 from .supabase_keys import legacy_key_advice, require_service_key
@@ -121,9 +122,10 @@ class SupabaseStorage(RemoteFunctionStorage):
         *,
         timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
         max_value_bytes: int | None = None,
+        near_cache: bool | NearCache = True,
     ) -> None:
         _check_key(key)
-        super().__init__(max_value_bytes=max_value_bytes)
+        super().__init__(max_value_bytes=max_value_bytes, near_cache=near_cache)
         self.url = url
         # PostgREST may start a request after this client gave up on it (it
         # queues for a database connection), but not after the deadline sent.
@@ -154,8 +156,9 @@ class AsyncSupabaseStorage(AsyncRemoteFunctionStorage):
     backend_name = "supabase"
     persistent = True
 
-    def __init__(self, url: str, client: Any, http: httpx.AsyncClient, *, max_value_bytes: int | None = None):
-        super().__init__(max_value_bytes=max_value_bytes)
+    def __init__(self, url: str, client: Any, http: httpx.AsyncClient, *, max_value_bytes: int | None = None,
+                 near_cache: bool | NearCache = True):
+        super().__init__(max_value_bytes=max_value_bytes, near_cache=near_cache)
         self.url = url
         self._client = client
         self._http = http
@@ -168,6 +171,7 @@ class AsyncSupabaseStorage(AsyncRemoteFunctionStorage):
         *,
         timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
         max_value_bytes: int | None = None,
+        near_cache: bool | NearCache = True,
     ) -> AsyncSupabaseStorage:
         _check_key(key)
         http = httpx.AsyncClient(
@@ -178,7 +182,7 @@ class AsyncSupabaseStorage(AsyncRemoteFunctionStorage):
         except Exception as exc:
             await http.aclose()
             raise _unusable_url(url, exc) from None
-        return cls(url, client, http, max_value_bytes=max_value_bytes)
+        return cls(url, client, http, max_value_bytes=max_value_bytes, near_cache=near_cache)
 
     async def _call(self, function: str, params: dict[str, Any]) -> Any:
         with _translated_errors(self.url, function):

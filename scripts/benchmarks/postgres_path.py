@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""PostgresStorage against the same SQL typed by hand, in alternating rounds.
+
+    python scripts/benchmarks/postgres_path.py            # about a minute
+    python scripts/benchmarks/postgres_path.py --quick
+
+What the library adds on a get and a set of a 5 KB thread: each round times
+every contender once, in turn, so drift of the machine (another process, the
+CPU's clock) lands on all of them alike; a figure is the median of the
+rounds' p50s. Baselines, on one prepared psycopg connection, fsync on:
+
+- raw select: ``select conversation_data::text ... where thread_id = $1 and expires_at > now()``
+- raw upsert: ``insert ... on conflict (thread_id) do update`` of the document and expiry
+- redis-py GET / SET EX against a local redis-server (when installed)
+
+PostgresStorage is measured with its near cache (the default: a get of a
+thread it holds moves only the version) and without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import psycopg  # noqa: E402
+
+from scripts.benchmarks.measure import time_calls  # noqa: E402
+from tests.support.documents import document_of_size  # noqa: E402
+from utils.infrastructure.postgres_storage import PostgresStorage  # noqa: E402
+
+RAW_SELECT = ("select conversation_data::text from public.conversation_threads"
+              " where thread_id = %s and expires_at > now()")
+RAW_UPSERT = ("insert into public.conversation_threads as t (thread_id, conversation_data, expires_at)"
+              " values (%s, %s::jsonb, now() + make_interval(secs => %s))"
+              " on conflict (thread_id) do update set conversation_data = excluded.conversation_data,"
+              " expires_at = excluded.expires_at")
+#: (what is measured, its baseline) pairs whose ratio has a goal.
+GOALS = [
+    ("postgres get, near cache", "raw select", 1.25),
+    ("postgres get, near cache", "redis GET", 1.0),
+    ("postgres get, no cache", "raw select", 1.25),
+    ("postgres get, no cache", "redis GET", 1.0),
+    ("postgres set, near cache", "raw upsert", 1.25),
+    ("postgres set, no cache", "raw upsert", 1.25),
+]
+
+
+def measure(dsn: str, redis_port: int | None, rounds: int, calls: int) -> dict:
+    """Median p50 (µs) of each contender over ``rounds`` alternating rounds."""
+    doc = document_of_size(5_000)
+    raw = psycopg.connect(dsn, autocommit=True)
+    cached = PostgresStorage(dsn, max_size=1)
+    plain = PostgresStorage(dsn, max_size=1, near_cache=False)
+    for storage in (cached, plain):
+        storage.setex("thread:path-get", 3600, doc)
+    contenders = {
+        "raw select": lambda i: raw.execute(RAW_SELECT, ("thread:path-get",), prepare=True).fetchone(),
+        "raw upsert": lambda i: raw.execute(RAW_UPSERT, ("thread:path-raw", doc, 3600), prepare=True),
+        "postgres get, near cache": lambda i: cached.get("thread:path-get"),
+        "postgres get, no cache": lambda i: plain.get("thread:path-get"),
+        "postgres set, near cache": lambda i: cached.setex("thread:path-cached", 3600, doc),
+        "postgres set, no cache": lambda i: plain.setex("thread:path-plain", 3600, doc),
+    }
+    if redis_port:
+        import redis
+
+        client = redis.Redis(port=redis_port)
+        client.set("thread:path-get", doc)
+        contenders["redis GET"] = lambda i: client.get("thread:path-get")
+        contenders["redis SET EX"] = lambda i: client.set("thread:path-set", doc, ex=3600)
+    p50s: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, call in contenders.items():
+            p50s[name].append(statistics.median(time_calls(call, calls, warmup=5)))
+    for closable in (raw, cached, plain):
+        closable.close()
+    return {name: round(statistics.median(values), 1) for name, values in p50s.items()}
+
+
+def ratios(figures: dict) -> list[dict]:
+    return [{"operation": name, "baseline": base, "ratio": round(figures[name] / figures[base], 2), "goal": goal}
+            for name, base, goal in GOALS if name in figures and base in figures]
+
+
+def markdown(figures: dict) -> list[str]:
+    lines = ["| operation | p50 µs |", "|---|---|"]
+    lines += [f"| {name} | {value:,.1f} |" for name, value in figures.items()]
+    lines += ["", "| operation | baseline | p50 ratio | goal |", "|---|---|---|---|"]
+    lines += [f"| {r['operation']} | {r['baseline']} | {r['ratio']:.2f}x | ≤ {r['goal']:.2f}x |"
+              for r in ratios(figures)]
+    return lines
+
+
+def main() -> int:
+    from scripts.benchmarks.stack import Stack
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    stack = Stack()
+    try:
+        figures = measure(stack.dsn, stack.redis_port, 5 if args.quick else 15, 100 if args.quick else 400)
+    finally:
+        stack.close()
+    print("\n".join(markdown(figures)))
+    print(json.dumps(ratios(figures)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
