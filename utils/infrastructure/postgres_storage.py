@@ -9,6 +9,7 @@ threads (or tasks) run concurrently, up to the pool's size.
 from __future__ import annotations
 
 import re
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -156,6 +157,7 @@ class PostgresStorage(RemoteFunctionStorage):
             self.late_start_seconds = pool_options.connect_timeout + pool_options.statement_timeout
         self.url = _where(dsn)
         self._pool = ConnectionPool(**pool_options.pool_arguments())
+        self._cursors: weakref.WeakKeyDictionary[psycopg.Connection, psycopg.Cursor] = weakref.WeakKeyDictionary()
         self._pool.open(wait=False)  # connect in the background
 
     def _call(self, function: str, params: dict[str, Any]) -> Any:
@@ -167,7 +169,12 @@ class PostgresStorage(RemoteFunctionStorage):
             # discards a broken connection.
             conn = self._pool.getconn()
             try:
-                return conn.execute(statement, values).fetchone()[0]
+                cursor = self._cursors.get(conn)
+                if cursor is None:
+                    # One cursor per connection, reused: making one per call
+                    # cost a few µs, and a connection runs one call at a time.
+                    cursor = self._cursors[conn] = conn.cursor()
+                return cursor.execute(statement, values).fetchone()[0]
             finally:
                 self._pool.putconn(conn)
 
