@@ -195,6 +195,8 @@ class AsyncPostgresStorage(AsyncRemoteFunctionStorage):
                  near_cache: bool | NearCache = True):
         super().__init__(max_value_bytes=max_value_bytes, near_cache=near_cache)
         self._pool = pool
+        self._cursors: weakref.WeakKeyDictionary[psycopg.AsyncConnection, psycopg.AsyncCursor] = (
+            weakref.WeakKeyDictionary())
         self.url = _where(pool_options.dsn)
         self.transaction_pooler = pool_options.behind_transaction_pooler
 
@@ -211,7 +213,10 @@ class AsyncPostgresStorage(AsyncRemoteFunctionStorage):
         with _translated_errors(self.url, function):
             conn = await self._pool.getconn()
             try:
-                cursor = await conn.execute(statement, values)
+                cursor = self._cursors.get(conn)
+                if cursor is None:
+                    cursor = self._cursors[conn] = conn.cursor()
+                await cursor.execute(statement, values)
                 return (await cursor.fetchone())[0]
             finally:
                 await self._pool.putconn(conn)
