@@ -166,7 +166,7 @@ begin
         expires_at        = excluded.expires_at,
         accessed_at       = now(),
         updated_at        = now(),
-        version           = pg_catalog.nextval('public.conversation_thread_versions'),
+        version           = excluded.version,  -- the column default drew it for the proposed row
         created_at  = case when t.expires_at > now() then t.created_at else now() end,
         user_id     = case when t.expires_at > now()
                            then coalesce(p_user_id, t.user_id) else p_user_id end,

@@ -25,6 +25,11 @@ CALLS = [
     ("thread_get_versioned", {"p_thread_id": "thread:target"}),
     ("thread_set_if_version", {"p_thread_id": "thread:new", "p_data": "{}", "p_ttl_seconds": 60,
                                "p_expected_version": 0}),
+    ("thread_put", {"p_thread_id": "thread:target", "p_data": '{"overwritten": true}', "p_ttl_seconds": 60}),
+    ("thread_fetch", {"p_thread_id": "thread:target", "p_known_version": 0}),
+    ("thread_patch", {"p_thread_id": "thread:target", "p_base_version": 1, "p_patch": "[]", "p_size_bytes": 2,
+                      "p_ttl_seconds": 60}),
+    ("conversation_storage_apply_patch", {"p_doc": {}, "p_patch": []}),
 ]
 
 BROWSER = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"

@@ -125,6 +125,17 @@ def test_anon_and_authenticated_have_no_table_privileges(supabase_db, table):
         assert granted == []
 
 
+def test_only_service_role_may_draw_versions(supabase_db):
+    def can(role: str, privilege: str) -> bool:
+        return supabase_db.execute(
+            "select has_sequence_privilege(%s, 'public.conversation_thread_versions', %s)", (role, privilege)
+        ).fetchone()[0]
+
+    assert can("service_role", "USAGE")
+    for role in ("anon", "authenticated"):
+        assert not any(can(role, privilege) for privilege in ("USAGE", "SELECT", "UPDATE"))
+
+
 def test_indexes_are_the_needed_ones_only(supabase_db):
     rows = supabase_db.execute(
         "select indexdef from pg_indexes where schemaname = 'public' and tablename = 'conversation_threads'"

@@ -46,14 +46,19 @@ def _document_or_none(value: Any) -> str | None:
 
 def set_call(key: str, ttl_seconds: int, value: str, user_id: str | None, metadata: dict | None,
              deadline: float | None = None) -> Call:
+    """thread_put (sql/012): thread_set answering {"version", "expires_at"}, with an optional deadline.
+
+    Every set goes through it, with the near cache or without: thread_set's
+    version + 1 costs a trigger call (sql/012), thread_put draws the version itself.
+    """
     params: dict[str, Any] = {"p_thread_id": key, "p_data": to_stored(value), "p_ttl_seconds": ttl_seconds}
     if user_id is not None:
         params["p_user_id"] = user_id
     if metadata is not None:
         params["p_metadata"] = metadata
-    # The raw expiry thread_set answers: only the failover layer reads it
-    # (server_clock.py), so plain sets do not pay for parsing it.
-    return _before(deadline, Call("thread_set", params, _unchanged))
+    if deadline is not None:
+        params["p_deadline"] = _timestamp(deadline)
+    return Call("thread_put", params, _unchanged)
 
 
 def get_call(key: str) -> Call:
@@ -112,14 +117,6 @@ class PlannedRead(NamedTuple):
         return text
 
 
-def put_call(key: str, ttl_seconds: int, value: str, user_id: str | None, metadata: dict | None,
-             deadline: float | None = None) -> Call:
-    params = set_call(key, ttl_seconds, value, user_id, metadata).params
-    if deadline is not None:
-        params["p_deadline"] = _timestamp(deadline)
-    return Call("thread_put", params, _unchanged)
-
-
 def patch_call(key: str, base_version: int, patch: str, size_bytes: int, ttl_seconds: int,
                user_id: str | None, metadata: dict | None, deadline: float | None = None) -> Call:
     params: dict[str, Any] = {"p_thread_id": key, "p_base_version": base_version, "p_patch": patch,
@@ -141,9 +138,11 @@ class PlannedWrite(NamedTuple):
 
     @classmethod
     def of(cls, cache: NearCache, key: str, value: str) -> PlannedWrite:
+        if len(value) < cache.patch_min_chars:
+            return cls(None, None)
         held = cache.get(key)
-        if held is None or len(value) < cache.patch_min_chars:
-            return cls(held, None)
+        if held is None:
+            return cls(None, None)
         return cls(held, json_delta.diff(held.text, value))
 
     def patch_call(self, key, ttl_seconds, value, user_id, metadata, deadline) -> Call:
@@ -253,7 +252,7 @@ class RemoteFunctionStorage(ThreadStorage):
         """Store ``value``; return the new expiry as the store answered it (for the failover clock)."""
         cache = self.near_cache
         if cache is None:
-            return self._invoke(set_call(key, ttl_seconds, value, user_id, metadata, deadline))
+            return self._invoke(set_call(key, ttl_seconds, value, user_id, metadata, deadline))["expires_at"]
         plan = PlannedWrite.of(cache, key, value)
         try:
             if plan.patch is not None:
@@ -263,7 +262,7 @@ class RemoteFunctionStorage(ThreadStorage):
                         return remember_written(cache, key, value, answer)
                 except StorageValueError as exc:
                     patch_refused(key, exc)
-            answer = self._invoke(put_call(key, ttl_seconds, value, user_id, metadata, deadline))
+            answer = self._invoke(set_call(key, ttl_seconds, value, user_id, metadata, deadline))
             return remember_written(cache, key, value, answer)
         except BaseException:
             cache.forget(key)  # whether it was written is unknown
@@ -359,7 +358,7 @@ class AsyncRemoteFunctionStorage(AsyncThreadStorage):
                         return
                 except StorageValueError as exc:
                     patch_refused(key, exc)
-            remember_written(cache, key, value, await self._invoke(put_call(key, ttl_seconds, value, user_id, metadata)))
+            remember_written(cache, key, value, await self._invoke(set_call(key, ttl_seconds, value, user_id, metadata)))
         except BaseException:
             cache.forget(key)
             raise
