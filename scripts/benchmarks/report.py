@@ -63,8 +63,9 @@ def write_chart(path: Path, results: list[Result]) -> Path | None:
     except ImportError:
         return None
     groups = [g for g in dict.fromkeys(r.group for r in results) if g.endswith("document")]
-    names = ["memory get", "sqlite get", "postgres get", "supabase get", "psycopg select row", "redis GET",
-             "memory set", "sqlite set", "postgres set", "supabase set", "psycopg upsert", "redis SET EX"]
+    names = ["memory get", "sqlite get", "postgres get", "postgres, no cache get", "supabase get",
+             "psycopg select row", "redis GET", "memory set", "sqlite set", "postgres set",
+             "postgres, no cache set", "supabase set", "psycopg upsert", "redis SET EX"]
     by_name = {(r.group, r.name): r for r in results}
     fig, ax = plt.subplots(figsize=(12, 5))
     width = 0.8 / len(groups)

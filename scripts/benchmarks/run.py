@@ -8,8 +8,9 @@
 Starts its own durable PostgreSQL (fsync on), the local RPC gateway as a
 separate process (the Supabase path) and redis-server when installed. Every
 figure is p50 / p90 / p99 latency and ops/s, with its ratio to the baseline
-named beside it. Round trips per operation are counted at the server
-(Postgres transactions, gateway requests). Needs the test extra.
+named beside it. Round trips per operation are counted
+(on the wire through a counting proxy for Postgres, as gateway requests for
+Supabase). Needs the test extra.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import psycopg  # noqa: E402
 
 from scripts.benchmarks import postgres_path  # noqa: E402
 from scripts.benchmarks.measure import Result, throughput, time_calls  # noqa: E402
+from scripts.benchmarks.network_proxy import Profile, ShapingProxy  # noqa: E402
 from scripts.benchmarks.postgres_path import RAW_SELECT, RAW_UPSERT  # noqa: E402
 from scripts.benchmarks.report import print_table, write_chart, write_markdown  # noqa: E402
 from scripts.benchmarks.stack import Stack  # noqa: E402
@@ -132,26 +134,30 @@ def bench_mix(backends: dict, quick: bool) -> list[Result]:
 
 
 def count_round_trips(stack: Stack, supabase: SupabaseStorage) -> list[Result]:
+    """Round trips per call, counted on the wire (Postgres, through a proxy that adds no delay)
+    and as HTTP requests at the gateway (Supabase)."""
     results = []
     doc = document_of_size(5_000)
     n = 200
-    for op_name, op in (("get", lambda s, i: s.get("thread:rt")), ("set", lambda s, i: s.setex("thread:rt", 3600, doc))):
-        # A storage of its own, closed before counting: a backend that exits
-        # publishes its transaction counts at once (idle ones wait up to 10 s).
-        postgres = PostgresStorage(stack.dsn, max_size=1)
-        postgres.setex("thread:rt", 3600, doc)
-        before = stack.transactions()
-        samples = time_calls(lambda i: op(postgres, i), n, warmup=0)
+    wire = Profile("loopback, counting only", 0.0, 1e12)
+    with ShapingProxy(stack.postgres.port, wire) as proxy:
+        dsn = stack.dsn.replace(f":{stack.postgres.port}/", f":{proxy.port}/")
+        postgres = PostgresStorage(dsn, max_size=1)
+        for op_name, op in (("get", lambda s, i: s.get("thread:rt")),
+                            ("set", lambda s, i: s.setex("thread:rt", 3600, doc))):
+            for i in range(10):  # connected, and past psycopg's prepare threshold
+                op(postgres, i)
+            proxy.reset()
+            samples = time_calls(lambda i: op(postgres, i), n, warmup=0)
+            results.append(Result("round trips", f"postgres {op_name}", samples,
+                                  round_trips=proxy.counters().round_trips / n,
+                                  note="Postgres round trips per operation, counted on the wire"))
+            before = stack.gateway_requests()
+            samples = time_calls(lambda i: op(supabase, i), n, warmup=0)
+            per_op = (stack.gateway_requests() - before) / n
+            results.append(Result("round trips", f"supabase {op_name}", samples, round_trips=per_op,
+                                  note="HTTP requests per operation"))
         postgres.close()
-        time.sleep(0.5)
-        per_op = (stack.transactions() - before - 1) / n  # minus the counting query's own
-        results.append(Result("round trips", f"postgres {op_name}", samples, round_trips=per_op,
-                              note="Postgres transactions per operation"))
-        before = stack.gateway_requests()
-        samples = time_calls(lambda i: op(supabase, i), n, warmup=0)
-        per_op = (stack.gateway_requests() - before) / n
-        results.append(Result("round trips", f"supabase {op_name}", samples, round_trips=per_op,
-                              note="HTTP requests per operation"))
     return results
 
 
@@ -257,6 +263,11 @@ def main() -> int:
             "sqlite": SQLiteStorage(Path(tmp.name) / "bench.sqlite3"),
             "postgres": postgres,
             "supabase": supabase,
+            # Each size rewrites one document unchanged: with the near cache a
+            # get moves only the version and a set an empty patch; these show
+            # every document crossing whole.
+            "postgres, no cache": PostgresStorage(stack.dsn, max_size=4, near_cache=False),
+            "supabase, no cache": SupabaseStorage(stack.supabase_url, stack.secret_key, near_cache=False),
         }
         path = postgres_path.measure(stack.dsn, stack.redis_port, 5 if args.quick else 15, 100 if args.quick else 400)
         results = bench_sizes(stack, backends, args.quick)

@@ -64,12 +64,6 @@ class Stack:
     def gateway_requests(self) -> int:
         return sum(httpx.get(self.supabase_url + COUNTS_PATH).json().values())
 
-    def transactions(self) -> int:
-        with self.postgres.connect() as conn:
-            return conn.execute(
-                "select xact_commit + xact_rollback from pg_stat_database where datname = 'postgres'"
-            ).fetchone()[0]
-
     def close(self) -> None:
         for process in (self._gateway, self._redis):
             if process is not None:
