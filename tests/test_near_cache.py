@@ -209,3 +209,13 @@ def test_a_turn_appended_to_a_held_thread_sends_only_the_turn(shaped_postgres):
     storage.setex("thread:turn", TTL, new)
     assert proxy.counters().bytes_to_server < (len(new) - len(document)) + 2000
     assert json.loads(storage.get("thread:turn")) == json.loads(new)
+
+
+@pytest.mark.parametrize("call", [
+    "select public.thread_put('thread:late', '{}', 60, p_deadline => now() - interval '1 second')",
+    "select public.thread_patch('thread:late', 1, '[]', 2, 60, p_deadline => now() - interval '1 second')",
+])
+def test_a_write_past_its_deadline_is_not_run(sql, call):
+    with pytest.raises(psycopg.errors.QueryCanceled, match="after its deadline"):
+        sql(call)
+    assert sql("select count(*) from public.conversation_threads where thread_id = 'thread:late'") == 0

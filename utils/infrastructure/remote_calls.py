@@ -51,14 +51,20 @@ def set_call(key: str, ttl_seconds: int, value: str, user_id: str | None, metada
     Every set goes through it, with the near cache or without: thread_set's
     version + 1 costs a trigger call (sql/012), thread_put draws the version itself.
     """
-    params: dict[str, Any] = {"p_thread_id": key, "p_data": to_stored(value), "p_ttl_seconds": ttl_seconds}
+    params = {"p_thread_id": key, "p_data": to_stored(value), "p_ttl_seconds": ttl_seconds}
+    return Call("thread_put", _with_optional(params, user_id, metadata, deadline), _unchanged)
+
+
+def _with_optional(params: dict[str, Any], user_id: str | None, metadata: dict | None,
+                   deadline: float | None) -> dict[str, Any]:
+    """``params`` with the write's optional arguments that are given (the functions default the rest)."""
     if user_id is not None:
         params["p_user_id"] = user_id
     if metadata is not None:
         params["p_metadata"] = metadata
     if deadline is not None:
         params["p_deadline"] = _timestamp(deadline)
-    return Call("thread_put", params, _unchanged)
+    return params
 
 
 def get_call(key: str) -> Call:
@@ -119,15 +125,9 @@ class PlannedRead(NamedTuple):
 
 def patch_call(key: str, base_version: int, patch: str, size_bytes: int, ttl_seconds: int,
                user_id: str | None, metadata: dict | None, deadline: float | None = None) -> Call:
-    params: dict[str, Any] = {"p_thread_id": key, "p_base_version": base_version, "p_patch": patch,
-                              "p_size_bytes": size_bytes, "p_ttl_seconds": ttl_seconds}
-    if user_id is not None:
-        params["p_user_id"] = user_id
-    if metadata is not None:
-        params["p_metadata"] = metadata
-    if deadline is not None:
-        params["p_deadline"] = _timestamp(deadline)
-    return Call("thread_patch", params, _unchanged)
+    params = {"p_thread_id": key, "p_base_version": base_version, "p_patch": patch,
+              "p_size_bytes": size_bytes, "p_ttl_seconds": ttl_seconds}
+    return Call("thread_patch", _with_optional(params, user_id, metadata, deadline), _unchanged)
 
 
 class PlannedWrite(NamedTuple):
