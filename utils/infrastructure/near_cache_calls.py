@@ -22,7 +22,6 @@ logger = logging.getLogger("conversation_storage")
 class PlannedRead(NamedTuple):
     """A read through the near cache: what to tell the store this process holds."""
 
-    held: Held | None
     #: What the read returns if the store answers "unchanged".
     text: str | None
     call: Call
@@ -39,7 +38,7 @@ class PlannedRead(NamedTuple):
                 if not held.printed:
                     # Held as this process wrote it: the store confirms the printing once.
                     params["p_known_md5"] = jsonb_text.fingerprint(text)
-        return cls(held, text, Call("thread_fetch", params, _unchanged))
+        return cls(text, Call("thread_fetch", params, _unchanged))
 
     def remember(self, cache: NearCache, key: str, answer: dict | None) -> str | None:
         """The document thread_fetch answered, from the cache when it said "unchanged"."""
