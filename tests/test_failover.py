@@ -158,7 +158,8 @@ def test_nul_documents_written_during_an_outage_are_replayed_and_readable(supaba
             storage.setex("thread:nul", 3600, document)
             assert storage.status()["state"] == DEGRADED
             assert storage.get("thread:nul") == document  # from the spool
-            updated = storage.update("thread:nul", add_turn, 3600)  # spooled too
+            updated = add_turn(storage.get("thread:nul"))
+            storage.setex("thread:nul", 3600, updated)  # pal's next turn: spooled too
             assert storage.status()["pending"] == 2
             gateway.fault = None
             assert storage.wait_until_healthy(30)

@@ -85,9 +85,25 @@ def default_spool_path(backend: str) -> Path:
 
 def _with_failover(settings: Settings, primary, unavailable: StorageUnavailableError | None) -> ThreadStorage:
     from .failover_storage import FailoverStorage
-    from .spool import Spool
+    from .spool import Spool, SpoolError
 
-    spool = Spool(settings.spool_path or default_spool_path(settings.backend))
+    path = settings.spool_path or default_spool_path(settings.backend)
+    try:
+        spool = Spool(path)
+    except SpoolError as exc:
+        if settings.strict or unavailable is not None:
+            # Nothing here could keep a write: strict mode raises, else the memory fallback.
+            primary.close()
+            raise exc if settings.strict or unavailable is None else unavailable from exc
+        # The store answers: it keeps every acknowledged write, only the
+        # failover is missing. Memory would lose them all at the next restart.
+        logger.error(
+            "conversation storage failover is OFF: %s. Threads are stored in %s, but while it is "
+            "unreachable calls raise StorageUnavailableError instead of being spooled; free the disk or "
+            "set CONVERSATION_SPOOL_PATH, then restart", exc, settings.backend,
+        )
+        primary.failover_error = str(exc)
+        return primary
     storage = FailoverStorage(primary, spool, unavailable=unavailable)
     if unavailable is not None:
         logger.warning(

@@ -14,9 +14,17 @@ one that opens it.
 No acknowledged change is undone by a replay: each spooled write carries the
 time it was acknowledged on the server's clock (server_clock.py), and the
 store applies it only if the thread has received nothing newer, a delete or
-an expiry included (sql/010's tombstones). While replaying, a call on a key
-first replays that key's spooled writes, so it sees (and a delete removes)
-what this process acknowledged.
+an expiry included (sql/010's tombstones, sql/013's guards). While
+replaying, a call on a key first replays that key's spooled writes, so it
+sees (and a delete removes) what was acknowledged through this spool.
+
+``update()`` needs the store: its compare-and-set cannot be decided from a
+spool, so during an outage it raises :class:`StorageUnavailableError` and
+writes nothing.
+
+Erasing a user first replays the whole spool, then erases on the store: the
+erase then covers every write acknowledged through this spool, and the
+store's erasure record refuses older ones spooled elsewhere.
 
 Listing, touch, per-user erase, statistics and cleanup are operator calls:
 they go to the store and raise when it is down.
@@ -34,14 +42,13 @@ from typing import Any
 
 from .errors import StorageError, StorageUnavailableError
 from .remote_calls import RemoteFunctionStorage, set_if_version_call, unix_time
+from .schema import SCHEMA_VERSION
 from .server_clock import ServerClock
 from .spool import Spool, SpooledWrite, SpoolError
 
 logger = logging.getLogger("conversation_storage.failover")
 
 HEALTHY, DEGRADED, REPLAYING = "healthy", "degraded", "replaying"
-#: Version reported by reads during an outage: the next write is spooled unconditionally.
-_SPOOLED_VERSION = -1
 #: Writes claimed per round of the replay; small, so a claim never outlives its lease.
 _REPLAY_BATCH = 50
 #: Where the spool remembers the last measured clock offset, for a process that starts during an outage.
@@ -78,12 +85,25 @@ class FailoverStorage(RemoteFunctionStorage):
         self._recovery: threading.Thread | None = None
         # How far a replay that could not remove what it replayed got (a full disk).
         self._replayed_through = 0
+        self._warned_schema = False
         self.replayed = {"applied": 0, "expired": 0, "superseded": 0, "too_old": 0}
-        pending = spool.pending()
-        if unavailable is not None or pending:
+        if unavailable is not None:
             with self._state_lock:
-                reason = unavailable or StorageUnavailableError(f"{pending} writes left in the spool")
-                self._degrade(reason)
+                self._degrade(unavailable)
+            return
+        try:
+            self._probe()  # measures the store's clock, for the deadlines of the first writes
+        except StorageUnavailableError as exc:
+            with self._state_lock:
+                self._degrade(exc)
+            return
+        if spool.pending():
+            # The store answers: replay at once, and let calls replay their key
+            # first rather than answer from the spool for a whole probe pause.
+            with self._state_lock:
+                self._state = REPLAYING
+                self._degraded_since = time.monotonic()
+                self._start_recovery(first_pause=0)
 
     # -- state ----------------------------------------------------------------
 
@@ -102,6 +122,7 @@ class FailoverStorage(RemoteFunctionStorage):
             "degraded_for_seconds": None if since is None else round(time.monotonic() - since, 3),
             "spool": str(self.spool.path),
             "replayed": dict(self.replayed),
+            "failover": "on",
             "server_clock_offset_seconds": round(self.clock.offset, 6),
         }
 
@@ -120,8 +141,12 @@ class FailoverStorage(RemoteFunctionStorage):
             )
             self._remember_offset()
         self._state = DEGRADED
+        self._start_recovery(self._first_probe_after)
+
+    def _start_recovery(self, first_pause: float) -> None:
         if self._recovery is None or not self._recovery.is_alive():
-            self._recovery = threading.Thread(target=self._recover, name="conversation-storage-recovery", daemon=True)
+            self._recovery = threading.Thread(target=self._recover, args=(first_pause,),
+                                              name="conversation-storage-recovery", daemon=True)
             self._recovery.start()
 
     def _remember_offset(self) -> None:
@@ -141,10 +166,10 @@ class FailoverStorage(RemoteFunctionStorage):
             return
         deadline = self._deadline()
         try:
-            sent = time.time()
+            sent = time.monotonic()
             expires_at = self.primary._write(key, ttl_seconds, value, user_id, metadata, deadline)
             # The new expiry minus the lifetime: the server's time of the write.
-            self.clock.observe(unix_time(expires_at) - ttl_seconds, sent, time.time())
+            self.clock.observe(unix_time(expires_at) - ttl_seconds, sent, time.monotonic())
         except StorageUnavailableError as exc:
             self._spool_after(exc, deadline, spool_it)
             return
@@ -171,15 +196,26 @@ class FailoverStorage(RemoteFunctionStorage):
         return was_live
 
     def _get(self, key: str) -> str | None:
-        return self._read(key, self.primary._get, lambda spooled: spooled)
+        return self._read(key, self.primary._get)
 
     def _get_versioned(self, key: str) -> tuple[str | None, int]:
-        return self._read(key, self.primary._get_versioned, lambda spooled: (spooled, _SPOOLED_VERSION))
+        if self._state_now() == DEGRADED:
+            raise StorageUnavailableError(
+                f"update() needs the store to compare versions and {self.backend_name} is unreachable: "
+                "nothing was written (setex and get keep working from the spool)")
+        try:
+            if self._state_now() == REPLAYING:
+                self._replay_key(key)
+            return self.primary._get_versioned(key)
+        except StorageUnavailableError as exc:
+            with self._state_lock:
+                self._degrade(exc)
+            raise
 
-    def _read(self, key: str, from_store: Callable[[str], Any], from_spool: Callable[[str | None], Any]) -> Any:
+    def _read(self, key: str, from_store: Callable[[str], Any]) -> Any:
         state = self._state_now()
         if state == DEGRADED:
-            return from_spool(self._from_spool(key))  # the circuit is open: do not wait on a dead store
+            return self._from_spool(key)  # the circuit is open: do not wait on a dead store
         try:
             if state == REPLAYING:
                 self._replay_key(key)
@@ -187,14 +223,12 @@ class FailoverStorage(RemoteFunctionStorage):
         except StorageUnavailableError as exc:
             with self._state_lock:
                 self._degrade(exc)
-            return from_spool(self._from_spool(key))
+            return self._from_spool(key)
 
     def _set_if_version(self, key, ttl_seconds, value, user_id, metadata, expected_version: int) -> bool:
-        # Compare-and-set needs the store; during an outage the write is
-        # spooled as it stands and the replay's newer-wins rule orders it.
-        if expected_version == _SPOOLED_VERSION:
-            self._set(key, ttl_seconds, value, user_id, metadata)
-            return True
+        # Never spooled: on replay it would be applied whatever the thread
+        # had become, which is what a compare-and-set exists to prevent. The
+        # deadline keeps a call the store runs late from applying at all.
         deadline = self._deadline()
         try:
             if self._state_now() == REPLAYING:
@@ -203,12 +237,16 @@ class FailoverStorage(RemoteFunctionStorage):
             written = self.primary._invoke(
                 set_if_version_call(key, ttl_seconds, value, user_id, metadata, expected_version, deadline))
         except StorageUnavailableError as exc:
-            self._spool_after(
-                exc, deadline, lambda stamp: self.spool.append_set(key, ttl_seconds, value, user_id, metadata, stamp))
-            return True
+            with self._state_lock:
+                self._degrade(exc)
+            raise
         if written:
             self._supersede(key)
         return written
+
+    def _delete_user_threads(self, user_id: str) -> int:
+        self._replay_everything()
+        return self.primary._delete_user_threads(user_id)
 
     def _spooled_if_degraded(self, append: Callable[[float], None]) -> bool:
         # Only while the circuit is open. While replaying, writes go to the
@@ -271,20 +309,20 @@ class FailoverStorage(RemoteFunctionStorage):
 
     # -- recovery ---------------------------------------------------------------
 
-    def _recover(self) -> None:
+    def _recover(self, first_pause: float) -> None:
         # A dead recovery thread would leave the spool unreplayed for as long as the process lives.
         while True:
             try:
-                return self._recover_until_healthy()
+                return self._recover_until_healthy(first_pause)
             except Exception:
                 logger.exception("the spool's recovery failed unexpectedly; trying again in 5 s")
                 if self._closed.wait(5):
                     return
 
-    def _recover_until_healthy(self) -> None:
-        pause = self._first_probe_after
+    def _recover_until_healthy(self, first_pause: float) -> None:
+        pause = first_pause
         while not self._closed.wait(pause * random.uniform(0.8, 1.2)):
-            pause = min(pause * 2, self._max_probe_interval)
+            pause = min(max(pause, self._first_probe_after) * 2, self._max_probe_interval)
             try:
                 self._probe()
             except StorageError as exc:
@@ -327,11 +365,16 @@ class FailoverStorage(RemoteFunctionStorage):
 
     def _probe(self) -> None:
         """The half-open probe; its answer also measures the server's clock."""
-        sent = time.time()
+        sent = time.monotonic()
         report = self.primary.health()
+        if report.get("schema_version", SCHEMA_VERSION) < SCHEMA_VERSION and not self._warned_schema:
+            self._warned_schema = True
+            logger.warning(
+                "the database has storage schema version %s: replays are not yet ordered against every "
+                "direct write and erase (sql/013); run `conversation-storage migrate`", report["schema_version"])
         server_time = report.get("server_time")
         if isinstance(server_time, str):
-            self.clock.observe(unix_time(server_time), sent, time.time())
+            self.clock.observe(unix_time(server_time), sent, time.monotonic())
 
     def _drain(self) -> int:
         try:
@@ -341,16 +384,30 @@ class FailoverStorage(RemoteFunctionStorage):
             raise
 
     def _replay_without_claims(self) -> None:
-        """Replay every spooled write without touching the file (it cannot be written: a full disk).
+        """Replay every spooled write without claiming it (claims cannot be written: a full disk).
 
-        The writes stay spooled and are replayed once more when the disk has
-        room again; the store then answers that they are already there.
+        Each replayed write is removed if the file lets it; one that stays is
+        replayed once more when the disk has room again, and the store then
+        answers that it is already there.
         """
         while not self._closed.is_set() and (writes := self.spool.after(self._replayed_through, _REPLAY_BATCH)):
             for write in writes:
                 with self._replay_lock:
                     self._count(self.primary.replay(write))
+                try:
+                    self.spool.remove(write.id)
+                except SpoolError:
+                    pass
                 self._replayed_through = write.id
+
+    def _replay_everything(self) -> None:
+        """Replay every spooled write now, claimed by another daemon or not (a second replay is harmless)."""
+        last = 0
+        while writes := self.spool.after(last, _REPLAY_BATCH):
+            for write in writes:
+                with self._replay_lock:
+                    self._replay(write)
+                last = write.id
 
     def _drain_claimed(self) -> int:
         replayed = 0
@@ -364,9 +421,10 @@ class FailoverStorage(RemoteFunctionStorage):
         return replayed
 
     def _replay_key(self, key: str) -> None:
+        """Replay ``key``'s spooled writes, another daemon's claims included: the call must see them all."""
         with self._replay_lock:
             try:
-                writes = self.spool.claim(1000, key=key)
+                writes = self.spool.of_key(key)
             except SpoolError as exc:
                 logger.warning("could not read the spool before calling the store: %s", exc)
                 return

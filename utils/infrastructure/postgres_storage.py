@@ -4,11 +4,18 @@ For daemons that reach the database directly. Each operation is one
 statement calling the same SQL function the Supabase path calls, on a
 connection from a pool: no lock of ours around queries, so concurrent
 threads (or tasks) run concurrently, up to the pool's size.
+
+Every call ends within ``statement_timeout`` plus a small grace, whatever
+the server or a pooler in between does (call_deadline.py); a connection the
+server closed while it sat in the pool (a restart) is dropped when taken,
+before a call is sent on it.
 """
 
 from __future__ import annotations
 
 import re
+import select
+import time
 import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +27,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
+from .call_deadline import CallDeadlines
 from .errors import StorageConfigurationError, StorageUnavailableError
 from .near_cache import NearCache
 from .remote_calls import AsyncRemoteFunctionStorage, RemoteFunctionStorage
@@ -28,6 +36,11 @@ from .sql_errors import error_for_code
 #: Port of Supabase's transaction-mode pooler (Supavisor / PgBouncer).
 TRANSACTION_POOLER_PORT = "6543"
 APPLICATION_NAME = "conversation-storage"
+
+
+def grace_seconds(statement_timeout: float) -> float:
+    """How long past statement_timeout the client waits: the server's own timeout answers first."""
+    return min(1.0, 0.25 * statement_timeout)
 
 
 def uses_transaction_pooler(dsn: str) -> bool:
@@ -93,6 +106,24 @@ def _translated_errors(where: str, function: str) -> Iterator[None]:
         raise error_for_code(exc.sqlstate, message, operation=function, where=where) from exc
 
 
+def _broken(conn: psycopg.Connection | psycopg.AsyncConnection) -> bool:
+    """True when the server has closed (or written to) an idle connection.
+
+    An idle autocommit connection receives nothing, so anything to read is
+    the end of it: a restarted server, an idle timeout, a pooler that hung
+    up. One poll() costs far less than a round trip to check.
+    """
+    if conn.closed:
+        return True
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def _no_answer(where: str, function: str, seconds: float) -> StorageUnavailableError:
+    return StorageUnavailableError(f"{where} did not answer {function} within {seconds:g} s; the call was abandoned")
+
+
 def _where(dsn: str) -> str:
     try:
         info = conninfo_to_dict(dsn)
@@ -112,6 +143,11 @@ class PoolOptions:
     statement_timeout: float = 10.0
     #: None: decide from the port (6543 is Supabase's transaction pooler).
     transaction_pooler: bool | None = None
+
+    @property
+    def call_seconds(self) -> float:
+        """The most a call takes, waiting for a connection included."""
+        return self.statement_timeout + grace_seconds(self.statement_timeout)
 
     @property
     def behind_transaction_pooler(self) -> bool:
@@ -151,34 +187,54 @@ class PostgresStorage(RemoteFunctionStorage):
         super().__init__(max_value_bytes=max_value_bytes, near_cache=near_cache)
         pool_options = PoolOptions(dsn, **options)
         self.transaction_pooler = pool_options.behind_transaction_pooler
-        # A session holds its connection: the server runs a statement when it
-        # arrives. A transaction pooler may queue it, as long as a call waits.
-        if self.transaction_pooler:
-            self.late_start_seconds = pool_options.connect_timeout + pool_options.statement_timeout
+        self._call_seconds = pool_options.call_seconds
+        # An unreachable server fails a call quickly, without using up its whole budget.
+        self._connect_seconds = pool_options.connect_timeout
+        # After a call gave up, the server may still run it: a stopped server
+        # resumes, a pooler dequeues it. Writes with a deadline refuse to.
+        self.late_start_seconds = self._call_seconds
         self.url = _where(dsn)
         self._pool = ConnectionPool(**pool_options.pool_arguments())
         self._cursors: weakref.WeakKeyDictionary[psycopg.Connection, psycopg.Cursor] = weakref.WeakKeyDictionary()
+        self._deadlines = CallDeadlines()
         self._pool.open(wait=False)  # connect in the background
 
     def _call(self, function: str, params: dict[str, Any]) -> Any:
         statement, values = _statement_and_params(function, params)
+        deadline = time.monotonic() + self._call_seconds
         with _translated_errors(self.url, function):
             # getconn/putconn rather than the pool's context manager, which
             # also enters the connection's own (a commit check per call);
             # with autocommit there is nothing to commit, and putconn still
             # discards a broken connection.
-            conn = self._pool.getconn()
+            conn = self._open_connection(deadline)
+            watch = self._deadlines.start(conn.fileno(), deadline)
             try:
                 cursor = self._cursors.get(conn)
                 if cursor is None:
                     # One cursor per connection, reused: making one per call
                     # cost a few µs, and a connection runs one call at a time.
                     cursor = self._cursors[conn] = conn.cursor()
-                return cursor.execute(statement, values).fetchone()[0]
+                row = cursor.execute(statement, values).fetchone()
+            except psycopg.OperationalError as exc:
+                if self._deadlines.finish(watch):
+                    raise _no_answer(self.url, function, self._call_seconds) from exc
+                raise
             finally:
+                self._deadlines.finish(watch)
                 self._pool.putconn(conn)
+            return row[0]
+
+    def _open_connection(self, deadline: float) -> psycopg.Connection:
+        while True:
+            conn = self._pool.getconn(timeout=min(self._connect_seconds, max(deadline - time.monotonic(), 0.001)))
+            if not _broken(conn):
+                return conn
+            conn.close()  # the pool replaces a closed connection
+            self._pool.putconn(conn)
 
     def _close(self) -> None:
+        self._deadlines.close()
         self._pool.close()
 
 
@@ -199,6 +255,10 @@ class AsyncPostgresStorage(AsyncRemoteFunctionStorage):
             weakref.WeakKeyDictionary())
         self.url = _where(pool_options.dsn)
         self.transaction_pooler = pool_options.behind_transaction_pooler
+        self._call_seconds = pool_options.call_seconds
+        # An unreachable server fails a call quickly, without using up its whole budget.
+        self._connect_seconds = pool_options.connect_timeout
+        self._deadlines = CallDeadlines()
 
     @classmethod
     async def create(cls, dsn: str, *, max_value_bytes: int | None = None, near_cache: bool | NearCache = True,
@@ -210,16 +270,34 @@ class AsyncPostgresStorage(AsyncRemoteFunctionStorage):
 
     async def _call(self, function: str, params: dict[str, Any]) -> Any:
         statement, values = _statement_and_params(function, params)
+        deadline = time.monotonic() + self._call_seconds
         with _translated_errors(self.url, function):
-            conn = await self._pool.getconn()
+            conn = await self._open_connection(deadline)
+            watch = self._deadlines.start(conn.fileno(), deadline)
             try:
                 cursor = self._cursors.get(conn)
                 if cursor is None:
                     cursor = self._cursors[conn] = conn.cursor()
                 await cursor.execute(statement, values)
-                return (await cursor.fetchone())[0]
+                row = await cursor.fetchone()
+            except psycopg.OperationalError as exc:
+                if self._deadlines.finish(watch):
+                    raise _no_answer(self.url, function, self._call_seconds) from exc
+                raise
             finally:
+                self._deadlines.finish(watch)
                 await self._pool.putconn(conn)
+            return row[0]
+
+    async def _open_connection(self, deadline: float) -> psycopg.AsyncConnection:
+        while True:
+            conn = await self._pool.getconn(
+                timeout=min(self._connect_seconds, max(deadline - time.monotonic(), 0.001)))
+            if not _broken(conn):
+                return conn
+            await conn.close()
+            await self._pool.putconn(conn)
 
     async def _close(self) -> None:
+        self._deadlines.close()
         await self._pool.close()

@@ -46,11 +46,22 @@ class RemoteFunctionStorage(ThreadStorage):
         super().__init__(max_value_bytes=max_value_bytes)
         #: None when off; see near_cache.py.
         self.near_cache = near_cache_of(near_cache)
+        #: Why the failover layer that should wrap this store could not start (its spool), if so.
+        self.failover_error: str | None = None
 
     def health(self) -> dict[str, Any]:
         """Check reachability, role and schema version; return the server's report."""
         self._ensure_open()
         return self._invoke(HEALTH_CALL)
+
+    def status(self) -> dict[str, Any]:
+        """As :meth:`FailoverStorage.status`: here calls go straight to the store, with no spool."""
+        return {
+            "state": "direct",
+            "failover": "off" if self.failover_error is None else "unavailable",
+            "pending": 0,
+            "last_error": self.failover_error,
+        }
 
     def _set(self, key, ttl_seconds, value, user_id, metadata) -> None:
         self._write(key, ttl_seconds, value, user_id, metadata)

@@ -6,8 +6,11 @@ from typing import Any
 
 from .errors import StoragePermissionError, StorageSchemaError
 
-#: The schema version this library needs; storage_health() reports the installed one.
-SCHEMA_VERSION = 8
+#: The schema version of this library's sql/; storage_health() reports the installed one.
+SCHEMA_VERSION = 9
+#: The oldest installed schema this library runs on. Version 9 (sql/013) only
+#: makes replays and erasures safer; the failover layer warns without it.
+REQUIRED_SCHEMA_VERSION = 8
 
 
 def check_health(report: Any) -> dict[str, Any]:
@@ -18,10 +21,10 @@ def check_health(report: Any) -> dict[str, Any]:
             "is missing. Apply the files of sql/ in order."
         )
     installed = report["schema_version"]
-    if not isinstance(installed, int) or installed < SCHEMA_VERSION:
+    if not isinstance(installed, int) or installed < REQUIRED_SCHEMA_VERSION:
         raise StorageSchemaError(
             f"the database has storage schema version {installed}, this library needs "
-            f"{SCHEMA_VERSION}: apply the newer files of sql/ in order."
+            f"{REQUIRED_SCHEMA_VERSION}: apply the newer files of sql/ in order."
         )
     if not report.get("can_access_rows"):
         raise StoragePermissionError(

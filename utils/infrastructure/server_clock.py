@@ -12,6 +12,12 @@ Every answer that carries the server's time is a measurement: the server read
 its clock after the request left and before the answer arrived, so the
 offset is the server's time minus the midpoint, right within half the round
 trip. The tightest recent measurement is kept.
+
+The offset is kept against this machine's monotonic clock, which no one
+sets: a wall clock stepped by NTP or by hand after a measurement changes
+neither the stamps of spooled writes nor the deadlines sent to the store.
+The wall clock is read only to report the offset and to carry it over to
+the next process (monotonic time does not survive a restart).
 """
 
 from __future__ import annotations
@@ -24,14 +30,15 @@ _FRESH_SECONDS = 60.0
 
 
 class ServerClock:
-    def __init__(self, offset: float = 0.0) -> None:
+    def __init__(self, wall_offset: float = 0.0) -> None:
+        """``wall_offset``: the server's clock minus this machine's wall clock, as last known."""
         self._lock = threading.Lock()
-        self._offset = offset
+        self._offset = time.time() + wall_offset - time.monotonic()
         self._uncertainty: float | None = None  # None: never measured (offset assumed or inherited)
         self._measured_at = 0.0
 
     def observe(self, server_time: float, sent: float, received: float) -> None:
-        """Record that the server's clock read ``server_time`` between local times ``sent`` and ``received``."""
+        """Record that the server's clock read ``server_time`` between ``sent`` and ``received`` (monotonic)."""
         uncertainty = max(received - sent, 0.0) / 2
         with self._lock:
             stale = received - self._measured_at > _FRESH_SECONDS
@@ -42,12 +49,12 @@ class ServerClock:
 
     def now(self) -> float:
         """The server's current time as a Unix timestamp, as well as this process can tell."""
-        return time.time() + self._offset
+        return time.monotonic() + self._offset
 
     @property
     def offset(self) -> float:
-        """Seconds to add to this machine's clock to read the server's."""
-        return self._offset
+        """Seconds to add to this machine's wall clock to read the server's."""
+        return self.now() - time.time()
 
     @property
     def measured(self) -> bool:

@@ -9,8 +9,17 @@ correctness.
 
 Several daemons on one machine may share a spool file. A replayer claims
 entries before replaying them, so each is replayed once; the claim lapses
-when its owner dies (its process is gone) or after a lease, so a killed
-replayer's entries are taken over.
+when its owner dies or after a lease, so a killed replayer's entries are
+taken over. An owner is one open Spool, not a process id: it holds an
+exclusive flock on a file of its own beside the spool for as long as it
+lives, so a daemon restarted as PID 1 in a container does not take its dead
+predecessor (PID 1 too) for alive. Claims live in a table of their own:
+claiming rewrites a few small rows, never the spooled documents, so it
+needs little room in the journal on a nearly full disk.
+
+A spooled set that names no user carries over the user of the live set it
+follows in the spool, as the store keeps a live thread's user: an erase of
+that user then covers pal's next ``setex`` of the thread too.
 
 Every failure of the file (a full disk, an I/O error) raises
 :class:`SpoolError`, a :class:`StorageUnavailableError`: a write that could
@@ -19,6 +28,7 @@ not be spooled was not acknowledged.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sqlite3
@@ -47,6 +57,11 @@ create table if not exists spooled_writes (
 );
 create index if not exists spooled_writes_key_idx on spooled_writes (key, id);
 create table if not exists spool_meta (name text primary key, value text not null);
+create table if not exists spool_claims (
+    write_id      integer primary key,
+    claimed_by    text not null,
+    claimed_until real not null
+);
 -- Writes the store refused to order (older than its tombstone retention):
 -- kept for an operator instead of being applied blindly or dropped.
 create table if not exists set_aside_writes (
@@ -54,8 +69,6 @@ create table if not exists set_aside_writes (
     user_id text, metadata text, written_at real not null, reason text not null, set_aside_at real not null
 );
 """
-# Columns added after the first release; a spool file from then is upgraded in place.
-_CLAIM_COLUMNS = ("claimed_by text", "claimed_until real")
 #: A claim whose owner is alive lapses after this long (an owner stuck on a dead store).
 CLAIM_LEASE_SECONDS = 120.0
 
@@ -83,10 +96,12 @@ class SpooledWrite:
 class Spool:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.owner = f"{os.getpid()}:{os.urandom(4).hex()}"
+        self.owner = f"{os.getpid()}-{os.urandom(8).hex()}"
         self._last_written_at = 0.0
+        self._owners = self.path.with_name(self.path.name + ".owners")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._owner_fd = _hold(self._owners, self.owner)
             self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
             # A rollback journal, kept at its largest size: a write-ahead log
             # would hold every spooled write until a checkpoint that a full
@@ -95,11 +110,8 @@ class Spool:
             self._conn.execute("pragma journal_mode = persist")
             self._conn.execute("pragma synchronous = full")
             self._conn.executescript(_SCHEMA)
-            columns = {row[1] for row in self._conn.execute("pragma table_info(spooled_writes)")}
-            for column in _CLAIM_COLUMNS:
-                if column.split()[0] not in columns:
-                    self._conn.execute(f"alter table spooled_writes add column {column}")
         except (OSError, sqlite3.Error) as exc:
+            self._release_owner()
             raise SpoolError(f"cannot open the failover spool {self.path}: {exc}") from exc
         # One connection shared by the daemon's threads and the replayer.
         self._lock = threading.Lock()
@@ -124,9 +136,12 @@ class Spool:
             # Strictly increasing within this process, so two writes of one key
             # in the same microsecond still replay in the order they were made.
             stamp = max(written_at, self._last_written_at + 1e-6)
+            # One statement, so a daemon sharing the file cannot slip a write in between.
             conn.execute(
                 "insert into spooled_writes (key, op, value, ttl, user_id, metadata, written_at)"
-                " values (?, ?, ?, ?, ?, ?, ?)",
+                " values (?1, ?2, ?3, ?4, case when ?2 = 'set' then coalesce(?5, ("
+                "     select case when p.op = 'set' and p.written_at + p.ttl > ?7 then p.user_id end"
+                "       from spooled_writes p where p.key = ?1 order by p.id desc limit 1)) end, ?6, ?7)",
                 (key, op, value, ttl, user_id, metadata, stamp),
             )
             self._last_written_at = stamp
@@ -141,6 +156,12 @@ class Spool:
             f"select {_COLUMNS} from spooled_writes where key = ? order by id desc limit 1", (key,)).fetchone())
         return _write(row) if row else None
 
+    def of_key(self, key: str) -> list[SpooledWrite]:
+        """Every spooled write of ``key``, oldest first, claimed or not."""
+        rows = self._run("be read", lambda c: c.execute(
+            f"select {_COLUMNS} from spooled_writes where key = ? order by id", (key,)).fetchall())
+        return [_write(r) for r in rows]
+
     def after(self, write_id: int, limit: int) -> list[SpooledWrite]:
         """Up to ``limit`` writes following ``write_id``, oldest first, claimed or not."""
         rows = self._run("be read", lambda c: c.execute(
@@ -152,46 +173,54 @@ class Spool:
 
     # -- replaying -------------------------------------------------------------
 
-    def claim(self, limit: int, key: str | None = None) -> list[SpooledWrite]:
-        """Claim up to ``limit`` of the oldest writes (of ``key``, if given) nobody live is replaying.
-
-        Returns them oldest first.
-        """
+    def claim(self, limit: int) -> list[SpooledWrite]:
+        """Claim up to ``limit`` of the oldest writes nobody live is replaying; return them oldest first."""
         now = time.time()
-        of_key = "" if key is None else "and key = ?"
 
         def take(conn: sqlite3.Connection) -> list[tuple]:
             owners = [r[0] for r in conn.execute(
-                "select distinct claimed_by from spooled_writes where claimed_until >= ? and claimed_by <> ?",
+                "select distinct claimed_by from spool_claims where claimed_until >= ? and claimed_by <> ?",
                 (now, self.owner))]
-            dead = [owner for owner in owners if not _alive(owner)]
+            dead = [owner for owner in owners if not self._alive(owner)]
             with _transaction(conn):
+                conn.execute("delete from spool_claims where claimed_until < ? or write_id not in"
+                             " (select id from spooled_writes)", (now,))
                 if dead:
-                    conn.executemany("update spooled_writes set claimed_by = null, claimed_until = null"
-                                     " where claimed_by = ?", [(owner,) for owner in dead])
+                    conn.executemany("delete from spool_claims where claimed_by = ?", [(o,) for o in dead])
                 rows = conn.execute(
-                    f"update spooled_writes set claimed_by = ?, claimed_until = ?"
-                    f" where id in (select id from spooled_writes"
-                    f"              where (claimed_until is null or claimed_until < ? or claimed_by = ?) {of_key}"
-                    f"              order by id limit ?)"
-                    f" returning {_COLUMNS}",
-                    (self.owner, now + CLAIM_LEASE_SECONDS, now, self.owner, *([] if key is None else [key]), limit),
-                ).fetchall()
+                    f"select {_COLUMNS} from spooled_writes w"
+                    f" where not exists (select 1 from spool_claims c where c.write_id = w.id and c.claimed_by <> ?)"
+                    f" order by id limit ?", (self.owner, limit)).fetchall()
+                conn.executemany(
+                    "insert into spool_claims (write_id, claimed_by, claimed_until) values (?, ?, ?)"
+                    " on conflict (write_id) do update set claimed_until = excluded.claimed_until",
+                    [(row[0], self.owner, now + CLAIM_LEASE_SECONDS) for row in rows])
+            for owner in dead:
+                _forget_owner(self._owners, owner)
             return rows
 
-        return sorted((_write(r) for r in self._run("claim writes to replay", take)), key=lambda w: w.id)
+        return [_write(r) for r in self._run("claim writes to replay", take)]
 
     def holds(self, write_id: int) -> bool:
         """Whether this process still holds ``write_id`` (not replayed by another, nor made obsolete)."""
         return self._run("be read", lambda c: c.execute(
-            "select 1 from spooled_writes where id = ? and claimed_by = ?", (write_id, self.owner)).fetchone()) is not None
+            "select 1 from spooled_writes w join spool_claims c on c.write_id = w.id"
+            " where w.id = ? and c.claimed_by = ?", (write_id, self.owner)).fetchone()) is not None
 
     def remove(self, write_id: int) -> None:
-        self._run("drop a replayed write", lambda c: c.execute("delete from spooled_writes where id = ?", (write_id,)))
+        def drop(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.execute("delete from spooled_writes where id = ?", (write_id,))
+                conn.execute("delete from spool_claims where write_id = ?", (write_id,))
+
+        self._run("drop a replayed write", drop)
 
     def discard(self, key: str) -> None:
         """Drop every spooled write of ``key`` (a newer one reached the store directly)."""
         self._run("drop obsolete writes", lambda c: c.execute("delete from spooled_writes where key = ?", (key,)))
+
+    def _alive(self, owner: str) -> bool:
+        return _held(self._owners, owner)
 
     def set_aside(self, write: SpooledWrite, reason: str) -> None:
         """Move a write the store cannot order into ``set_aside_writes``, for an operator."""
@@ -218,6 +247,14 @@ class Spool:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+        self._release_owner()
+
+    def _release_owner(self) -> None:
+        fd = getattr(self, "_owner_fd", None)
+        if fd is not None:
+            self._owner_fd = None
+            _forget_owner(self._owners, self.owner)
+            os.close(fd)
 
 
 _COLUMNS = "id, key, op, value, ttl, user_id, metadata, written_at"
@@ -240,12 +277,39 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("commit")
 
 
-def _alive(owner: str) -> bool:
-    """Whether the process that made a claim still runs (spools are local files)."""
+def _hold(directory: Path, owner: str) -> int:
+    """Create ``owner``'s file and hold an exclusive flock on it until closed (or the process dies)."""
+    directory.mkdir(exist_ok=True)
+    fd = os.open(directory / owner, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        os.kill(int(owner.split(":", 1)[0]), 0)
-    except ProcessLookupError:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _held(directory: Path, owner: str) -> bool:
+    """Whether ``owner``'s flock is still held: flocks die with the open file, whatever the pid."""
+    try:
+        fd = os.open(directory / owner, os.O_RDONLY)
+    except FileNotFoundError:
         return False
-    except (PermissionError, ValueError):
+    except OSError:
+        return True  # cannot tell: wait for the lease rather than replay twice
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
         return True
-    return True
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def _forget_owner(directory: Path, owner: str) -> None:
+    try:
+        (directory / owner).unlink()
+    except OSError:
+        pass  # a leftover file only costs a lookup
