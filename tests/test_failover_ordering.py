@@ -241,3 +241,27 @@ def test_a_write_the_api_runs_after_the_client_gave_up_does_not_override_later_w
         assert _row(SupabaseStore(project), key) == {"v": 2}
     finally:
         api.stop()
+
+
+def test_update_during_an_outage_writes_nothing_and_leaves_the_stored_thread_whole(store, tmp_path):
+    from utils.infrastructure.errors import StorageUnavailableError
+
+    key = _key("updated")
+
+    def add_turn(current):
+        turns = json.loads(current)["turns"] if current else []
+        return json.dumps({"turns": [*turns, len(turns) + 1]})
+
+    with store.client() as other_daemon:
+        other_daemon.setex(key, 3600, '{"turns": [1]}')
+    with _failover(store, tmp_path) as storage:
+        store.down()
+        storage.setex(_key("trips-the-circuit"), 60, "{}")
+        assert storage.status()["state"] == DEGRADED
+        with pytest.raises(StorageUnavailableError, match="update"):
+            storage.update(key, add_turn, 3600)
+        assert storage.status()["pending"] == 1, "only the setex was spooled"
+        store.up()
+        assert storage.wait_until_healthy(30)
+        assert storage.update(key, add_turn, 3600) == '{"turns": [1, 2]}'
+    assert _row(store, key) == {"turns": [1, 2]}

@@ -69,6 +69,31 @@ def test_a_full_spool_disk_refuses_new_writes_and_still_replays_the_acknowledged
     assert _rows(store, ["thread:full-after"]) == {"thread:full-after": {"direct": True}}
 
 
+def test_a_spool_recovers_when_only_a_little_room_comes_back(store, small_disk):
+    spool = Spool(small_disk / "spool.sqlite3")
+    filler, a_little = small_disk / "filler", small_disk / "a-little"
+    storage = FailoverStorage(store.client(), spool, first_probe_after=0.2, max_probe_interval=0.5)
+    acked: dict[str, dict] = {}
+    try:
+        store.down()
+        a_little.write_bytes(b"\0" * 64 * 1024)
+        filler.write_bytes(b"\0" * (shutil.disk_usage(small_disk).free - 400_000))
+        with pytest.raises(SpoolError):
+            for i in range(1000):
+                key, value = f"thread:little{i}", {"i": i, "pad": "x" * 3000}
+                storage.setex(key, 3600, json.dumps(value))
+                acked[key] = value
+        assert len(acked) >= 50, "enough spooled writes to fill a claim"
+        store.up()
+        a_little.unlink()  # 64 KiB: far less than the spooled writes take
+        assert storage.wait_until_healthy(30), (storage.status(), shutil.disk_usage(small_disk))
+        assert storage.status()["pending"] == 0
+    finally:
+        store.up()
+        storage.close()
+    assert _rows(store, acked) == acked
+
+
 DAEMON = """
 import json, sys
 from utils.infrastructure.failover_storage import FailoverStorage

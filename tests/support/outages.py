@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 from tests.support.postgres_server import PASSWORD, PostgresServer
 from utils.infrastructure.postgres_storage import PostgresStorage
 from utils.infrastructure.supabase_storage import SupabaseStorage
@@ -49,3 +55,32 @@ class SupabaseStore:
 
     def connect(self):
         return self.project.connect()
+
+
+@contextmanager
+def frozen(server: PostgresServer) -> Iterator[None]:
+    """The whole server stopped with SIGSTOP (a hung host): sockets stay open, nothing answers."""
+    postmaster = int((server.datadir / "postmaster.pid").read_text().split()[0])
+    processes = [postmaster, *_children(postmaster)]
+    for pid in processes:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in processes:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+
+
+def _children(parent: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == parent:
+            found.append(int(stat.parent.name))
+    return found

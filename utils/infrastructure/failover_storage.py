@@ -246,7 +246,13 @@ class FailoverStorage(RemoteFunctionStorage):
 
     def _delete_user_threads(self, user_id: str) -> int:
         self._replay_everything()
-        return self.primary._delete_user_threads(user_id)
+        erased = self.primary._delete_user_threads(user_id)
+        with self._state_lock:
+            if self._state == DEGRADED:
+                # The store answered, and the spool holds nothing older than the
+                # erase: reads go to the store (the probe finishes the recovery).
+                self._state = REPLAYING
+        return erased
 
     def _spooled_if_degraded(self, append: Callable[[float], None]) -> bool:
         # Only while the circuit is open. While replaying, writes go to the
@@ -272,16 +278,21 @@ class FailoverStorage(RemoteFunctionStorage):
                      append: Callable[[float], Any]) -> Any:
         """The store failed this call: open the circuit and spool it instead.
 
-        If the request may still run until its deadline, its spooled copy is
-        stamped no earlier: whether or not it runs, the copy and every write
-        after it are newer, so the store ends with what was acknowledged.
+        If the request may still run until its deadline, the call returns only
+        once that deadline has passed, and its spooled copy is stamped then:
+        whether or not the request runs, the copy is newer than it, and older
+        than anything acknowledged after this call (an erase or a delete by
+        another daemon). The wait is within the call's timeout.
         """
-        stamp = self.clock.now()
-        if deadline is not None and exc.may_run_later:
-            stamp = max(stamp, deadline)
         with self._state_lock:
             self._degrade(exc)
-            return _logged(append, stamp)
+        not_before = deadline if deadline is not None and exc.may_run_later else 0.0
+        wait = not_before - self.clock.now()
+        if wait > 0:
+            self._closed.wait(wait)  # a closing daemon does not wait: the stamp still says "no earlier"
+        with self._state_lock:
+            self._degrade(exc)  # again: the recovery may have closed the circuit meanwhile
+            return _logged(append, max(self.clock.now(), not_before))
 
     def _supersede(self, key: str) -> None:
         """After a direct write, spooled writes of ``key`` are obsolete: neither read nor replayed."""

@@ -98,7 +98,9 @@ def _translated_errors(where: str, function: str) -> Iterator[None]:
     try:
         yield
     except PoolTimeout as exc:
-        raise StorageUnavailableError(f"no connection to {where} for {function}: {exc}") from exc
+        unsent = StorageUnavailableError(f"no connection to {where} for {function}: {exc}")
+        unsent.may_run_later = False  # no connection, so nothing was sent
+        raise unsent from exc
     except psycopg.Error as exc:
         if exc.sqlstate is None:
             raise StorageUnavailableError(f"lost the connection to {where} during {function}: {exc}") from exc

@@ -1,0 +1,90 @@
+"""Erasing a user wins over every write of their threads acknowledged before it, wherever it was spooled."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+from utils.infrastructure.errors import StorageUnavailableError
+from utils.infrastructure.failover_storage import DEGRADED, FailoverStorage
+from utils.infrastructure.spool import Spool
+
+
+def _failover(store, tmp_path, *, first_probe_after: float) -> FailoverStorage:
+    return FailoverStorage(store.client(), Spool(tmp_path / "spool.sqlite3"), first_probe_after=first_probe_after,
+                           max_probe_interval=1.0)
+
+
+def _row(store, key):
+    with store.connect() as conn:
+        row = conn.execute("select conversation_data, user_id from public.conversation_threads"
+                           " where thread_id = %s", (key,)).fetchone()
+    return row and tuple(row)
+
+
+def _wait_until_reachable(client) -> None:
+    """Until the daemon's own client gets an answer (its connection pool reconnects with a backoff)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            client.health()
+            return
+        except StorageUnavailableError:
+            assert time.monotonic() < deadline, "the store never came back"
+            time.sleep(0.1)
+
+
+def _names() -> tuple[str, str]:
+    tag = uuid.uuid4().hex[:8]
+    return f"thread:erase-{tag}", f"user-{tag}"
+
+
+def test_a_spooled_setex_naming_no_user_is_erased_with_the_thread_it_follows(store, tmp_path):
+    key, user = _names()
+    with _failover(store, tmp_path, first_probe_after=6) as daemon_a:
+        store.down()
+        daemon_a.set_with_ttl(key, 3600, '{"turn": 1}', user_id=user)
+        daemon_a.setex(key, 3600, '{"turn": 2}')  # pal's next turn names no user
+        assert daemon_a.status()["state"] == DEGRADED
+        store.up()
+        with store.client() as daemon_b:
+            assert daemon_b.delete_user_threads(user) == 0  # nothing of theirs has reached the store yet
+        assert daemon_a.wait_until_healthy(30)
+        assert daemon_a.get(key) is None
+    assert _row(store, key) is None
+
+
+def test_a_thread_written_again_after_the_erase_lives_on(store, tmp_path):
+    key, user = _names()
+    with _failover(store, tmp_path, first_probe_after=6) as daemon_a:
+        store.down()
+        daemon_a.set_with_ttl(key, 3600, '{"turn": 1}', user_id=user)
+        store.up()
+        with store.client() as daemon_b:
+            daemon_b.delete_user_threads(user)
+        store.down()
+        daemon_a.setex(key, 3600, '{"turn": "after the erase"}')
+        store.up()
+        assert daemon_a.wait_until_healthy(30)
+    assert _row(store, key) == ({"turn": "after the erase"}, user), "the write after the erase keeps its owner"
+
+
+def test_an_erase_through_a_daemon_covers_its_spool_and_its_reads(store, tmp_path):
+    key, user = _names()
+    other_key = f"{key}-someone-else"
+    with _failover(store, tmp_path, first_probe_after=30) as daemon:
+        store.down()
+        daemon.set_with_ttl(key, 3600, '{"turn": 1}', user_id=user)
+        daemon.setex(key, 3600, '{"turn": 2}')
+        daemon.set_with_ttl(other_key, 3600, '{"kept": true}', user_id="someone-else")
+        assert daemon.get(key) == '{"turn": 2}'  # from the spool
+        store.up()
+        _wait_until_reachable(daemon.primary)
+        # The circuit is still open (the next probe is 30 s away); the erase itself reaches the store.
+        assert daemon.status()["state"] == DEGRADED
+        assert daemon.delete_user_threads(user) == 1
+        assert daemon.get(key) is None, "a read after the erase never answers the erased thread"
+        assert json.loads(daemon.get(other_key)) == {"kept": True}
+    assert _row(store, key) is None
+    assert _row(store, other_key) == ({"kept": True}, "someone-else")
