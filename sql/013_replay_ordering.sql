@@ -16,6 +16,11 @@
 --    user's write share it, before touching a row (so neither waits on the
 --    other while holding a row lock).
 --
+-- 3. A spooled set of a user erased after it was acknowledged was simply not
+--    applied, which left the older value it had replaced (pal's set naming
+--    no user) in the row. It happened, then the erase removed it: the row
+--    goes too.
+--
 -- A spooled set that names no user is replayed with the user of the write
 -- it followed in the spool (the library carries it over), so pal's setex
 -- after a set_with_ttl(..., user_id=U) is checked against U's erasure too.
@@ -154,7 +159,15 @@ begin
        for update;
     select b.written_at into v_buried
       from public.conversation_thread_tombstones b where b.thread_id = p_thread_id;
-    if p_written_at <= greatest(v_row_written, v_buried, v_erased) then
+    if p_written_at <= greatest(v_row_written, v_buried) then
+        return 'superseded';
+    end if;
+    if p_written_at <= v_erased then
+        -- Acknowledged before its user was erased: it replaced what the row
+        -- holds, then the erase removed it. Neither comes back.
+        delete from public.conversation_threads t
+         where t.thread_id = p_thread_id and t.updated_at < p_written_at;
+        perform public.conversation_storage_bury(p_thread_id, v_erased);
         return 'superseded';
     end if;
 

@@ -30,12 +30,10 @@ SLACK = 2.0
 HUNG = 15.0
 
 
-@pytest.fixture(scope="module")
-def server():
-    with PostgresServer() as server:
-        with server.connect() as conn:
-            apply_sql(conn)
-        yield server
+@pytest.fixture
+def server(stoppable_postgres):
+    """The session's Postgres of its own, which tests may stop (conftest.py)."""
+    return stoppable_postgres
 
 
 def _row(server, key):
@@ -96,16 +94,14 @@ def test_a_stopped_server_costs_a_read_no_more_than_its_timeout(server):
 
 def test_through_pgbouncer_a_call_on_a_locked_row_ends_within_the_timeout(server):
     key = "thread:locked-behind-pgbouncer"
-    with PgBouncer(server) as bouncer:
-        with PostgresStorage(bouncer.dsn_for(), transaction_pooler=True, connect_timeout=1,
-                             statement_timeout=TIMEOUT, near_cache=False) as storage:
-            storage.setex(key, 3600, '{"v": 0}')
-            with server.connect() as locker:
-                with locker.transaction():
-                    locker.execute("select 1 from public.conversation_threads where thread_id = %s for update",
-                                   (key,))
-                    seconds, error = _timed(lambda: storage.setex(key, 3600, '{"v": 1}'))
-            assert storage.get(key) is not None, "the pooler and the pool still serve calls"
+    with PgBouncer(server) as bouncer, PostgresStorage(
+            bouncer.dsn_for(), transaction_pooler=True, connect_timeout=1, statement_timeout=TIMEOUT,
+            near_cache=False) as storage:
+        storage.setex(key, 3600, '{"v": 0}')
+        with server.connect() as locker, locker.transaction():
+            locker.execute("select 1 from public.conversation_threads where thread_id = %s for update", (key,))
+            seconds, error = _timed(lambda: storage.setex(key, 3600, '{"v": 1}'))
+        assert storage.get(key) is not None, "the pooler and the pool still serve calls"
     assert isinstance(error, StorageUnavailableError), error
     assert seconds < TIMEOUT + grace_seconds(TIMEOUT) + SLACK, f"setex took {seconds:.1f} s"
 
@@ -151,14 +147,45 @@ def test_a_connection_the_server_closed_is_never_used(server):
         storage.setex("thread:killed-backend", 3600, "{}")
         with server.connect() as admin:
             killed = admin.execute(
-                "select pg_terminate_backend(pid) from pg_stat_activity"
+                "select pg_terminate_backend(pid, 10000) from pg_stat_activity"
                 " where application_name = 'conversation-storage' and pid <> pg_backend_pid()").fetchall()
+        # With a timeout, pg_terminate_backend returns once the backend has exited: its goodbye is sent.
         assert killed and all(ok for (ok,) in killed)
-        time.sleep(0.2)  # the server's goodbye crosses loopback
         assert storage.get("thread:killed-backend") == "{}"
 
 
 def test_the_server_refuses_a_write_that_arrives_after_its_deadline(server):
-    with psycopg.connect(server.dsn_for("postgres", password=PASSWORD), autocommit=True) as conn:
-        with pytest.raises(psycopg.errors.QueryCanceled, match="after its deadline"):
-            conn.execute("select public.thread_put('thread:late', '{}', 60, p_deadline => now() - interval '1 ms')")
+    with psycopg.connect(server.dsn_for("postgres", password=PASSWORD), autocommit=True) as conn, \
+            pytest.raises(psycopg.errors.QueryCanceled, match="after its deadline"):
+        conn.execute("select public.thread_put('thread:late', '{}', 60, p_deadline => now() - interval '1 ms')")
+
+
+def test_the_asyncio_client_drops_closed_connections_and_bounds_its_calls_too(server):
+    import asyncio
+
+    from utils.infrastructure.postgres_storage import AsyncPostgresStorage
+
+    async def scenario() -> tuple[float, BaseException | None, str | None]:
+        storage = await AsyncPostgresStorage.create(server.dsn_for("postgres", password=PASSWORD), min_size=1,
+                                                    max_size=1, connect_timeout=1, statement_timeout=TIMEOUT)
+        try:
+            await storage.setex("thread:async-deadline", 3600, "{}")
+            with server.connect() as admin:
+                admin.execute("select pg_terminate_backend(pid, 10000) from pg_stat_activity"
+                              " where application_name = 'conversation-storage' and pid <> pg_backend_pid()")
+            after_kill = await storage.get("thread:async-deadline")
+            started, error = time.monotonic(), None
+            with frozen(server):
+                try:
+                    await asyncio.wait_for(storage.get("thread:async-deadline"), HUNG)
+                except BaseException as exc:  # noqa: BLE001 (handed to the test)
+                    error = exc
+                seconds = time.monotonic() - started
+            return seconds, error, after_kill
+        finally:
+            await storage.close()
+
+    seconds, error, after_kill = asyncio.run(scenario())
+    assert after_kill == "{}"
+    assert isinstance(error, StorageUnavailableError) and "did not answer" in str(error), error
+    assert seconds < TIMEOUT + grace_seconds(TIMEOUT) + SLACK, f"get took {seconds:.1f} s"

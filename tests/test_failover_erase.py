@@ -88,3 +88,17 @@ def test_an_erase_through_a_daemon_covers_its_spool_and_its_reads(store, tmp_pat
         assert json.loads(daemon.get(other_key)) == {"kept": True}
     assert _row(store, key) is None
     assert _row(store, other_key) == ({"kept": True}, "someone-else")
+
+
+def test_a_spooled_write_of_an_erased_user_takes_the_value_it_replaced_with_it(store, tmp_path):
+    key, user = _names()
+    with store.client() as other_daemon:
+        other_daemon.setex(key, 3600, '{"turn": "older, no owner"}')
+    with _failover(store, tmp_path, first_probe_after=6) as daemon_a:
+        store.down()
+        daemon_a.set_with_ttl(key, 3600, '{"turn": "of the user"}', user_id=user)
+        store.up()
+        with store.client() as daemon_b:
+            assert daemon_b.delete_user_threads(user) == 0  # the row the store holds is nobody's
+        assert daemon_a.wait_until_healthy(30)
+    assert _row(store, key) is None, "neither the erased write nor the value it replaced"

@@ -176,3 +176,36 @@ def test_a_spool_file_from_the_previous_version_is_upgraded_and_replayed(store, 
         assert storage.wait_until_healthy(30)
         assert storage.status()["state"] == HEALTHY
     assert _rows(store, ["thread:from-old-spool"]) == {"thread:from-old-spool": {"old": True}}
+
+
+def test_a_spooled_write_carries_over_the_user_and_metadata_of_the_live_write_it_follows(tmp_path):
+    spool = Spool(tmp_path / "spool.sqlite3")
+    now = time.time()
+    # A spool stamps one process's writes in increasing order: written here in time order.
+    spool.append_set("thread:short", 1, '{"turn": 1}', "user-2", None, now - 10)  # expired before the next
+    spool.append_set("thread:short", 3600, '{"turn": 2}', None, None, now)
+    spool.append_set("thread:k", 3600, '{"turn": 1}', "user-1", {"tool": "chat"}, now + 1)
+    spool.append_set("thread:k", 3600, '{"turn": 2}', None, None, now + 2)
+    spool.append_delete("thread:gone", now + 3)
+    spool.append_set("thread:gone", 3600, '{"turn": 2}', None, None, now + 4)
+    latest = {key: spool.latest(key) for key in ("thread:k", "thread:short", "thread:gone")}
+    spool.close()
+    assert (latest["thread:k"].user_id, latest["thread:k"].metadata) == ("user-1", {"tool": "chat"})
+    assert latest["thread:short"].user_id is None, "an expired thread keeps no owner"
+    assert latest["thread:gone"].user_id is None, "nor does a deleted one"
+
+
+def test_once_a_daemon_replays_a_write_no_daemon_on_the_spool_reads_an_older_one(tmp_path):
+    path = tmp_path / "shared.sqlite3"
+    daemon_a, daemon_b = Spool(path), Spool(path)
+    now = time.time()
+    daemon_a.append_set("thread:k", 3600, '{"v": "older, by A"}', None, None, now)
+    daemon_b.append_set("thread:k", 3600, '{"v": "newer, by B"}', None, None, now + 1)
+    claimed_by_a = daemon_a.claim(1)
+    assert [w.value for w in claimed_by_a] == ['{"v": "older, by A"}'], "A replays the older one, slowly"
+    newer = daemon_b.latest("thread:k")
+    daemon_b.remove(newer)  # B replayed the newer write first
+    assert daemon_a.latest("thread:k") is None, "A's degraded read no longer answers the older value"
+    assert not daemon_a.holds(claimed_by_a[0].id), "and A does not replay it"
+    daemon_a.close()
+    daemon_b.close()

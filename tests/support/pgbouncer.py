@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Self
 
 import psycopg
 
@@ -32,7 +33,7 @@ class PgBouncer:
     def dsn_for(self, dbname: str = "postgres") -> str:
         return f"postgresql://postgres:{PASSWORD}@127.0.0.1:{self.port}/{dbname}"
 
-    def start(self) -> PgBouncer:
+    def start(self) -> Self:
         binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
         (self.root / "users.txt").write_text(f'"postgres" "{PASSWORD}"\n')
         (self.root / "pgbouncer.ini").write_text(
@@ -78,7 +79,7 @@ class PgBouncer:
                 self._process.wait()
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def __enter__(self) -> PgBouncer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:

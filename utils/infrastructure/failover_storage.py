@@ -406,7 +406,7 @@ class FailoverStorage(RemoteFunctionStorage):
                 with self._replay_lock:
                     self._count(self.primary.replay(write))
                 try:
-                    self.spool.remove(write.id)
+                    self.spool.remove(write)
                 except SpoolError:
                     pass
                 self._replayed_through = write.id
@@ -432,21 +432,25 @@ class FailoverStorage(RemoteFunctionStorage):
         return replayed
 
     def _replay_key(self, key: str) -> None:
-        """Replay ``key``'s spooled writes, another daemon's claims included: the call must see them all."""
+        """Replay ``key``'s newest spooled write, claimed by another daemon or not: the call must see it.
+
+        The older ones are obsolete then (spool.py) and go with it.
+        """
         with self._replay_lock:
             try:
-                writes = self.spool.of_key(key)
+                write = self.spool.latest(key)
             except SpoolError as exc:
                 logger.warning("could not read the spool before calling the store: %s", exc)
                 return
-            for write in writes:
-                self._replay(write)
+            # A write set aside as too old leaves older ones, as old: on to the next.
+            while write is not None and self._replay(write) == "too_old":
+                write = self.spool.latest(key)
 
     def _count(self, outcome: str) -> str:
         self.replayed[outcome] = self.replayed.get(outcome, 0) + 1
         return outcome
 
-    def _replay(self, write: SpooledWrite) -> None:
+    def _replay(self, write: SpooledWrite) -> str:
         outcome = self._count(self.primary.replay(write))
         if outcome == "too_old":
             logger.error(
@@ -456,7 +460,8 @@ class FailoverStorage(RemoteFunctionStorage):
             )
             self.spool.set_aside(write, "older than the store's tombstone retention")
         else:
-            self.spool.remove(write.id)
+            self.spool.remove(write)
+        return outcome
 
     def wait_until_healthy(self, timeout: float) -> bool:
         """For tests and shutdown hooks: wait for the spool to be replayed."""

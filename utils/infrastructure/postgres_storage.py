@@ -225,7 +225,7 @@ class PostgresStorage(RemoteFunctionStorage):
             finally:
                 self._deadlines.finish(watch)
                 self._pool.putconn(conn)
-            return row[0]
+            return None if row is None else row[0]
 
     def _open_connection(self, deadline: float) -> psycopg.Connection:
         while True:
@@ -289,7 +289,7 @@ class AsyncPostgresStorage(AsyncRemoteFunctionStorage):
             finally:
                 self._deadlines.finish(watch)
                 await self._pool.putconn(conn)
-            return row[0]
+            return None if row is None else row[0]
 
     async def _open_connection(self, deadline: float) -> psycopg.AsyncConnection:
         while True:

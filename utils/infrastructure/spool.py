@@ -17,9 +17,13 @@ predecessor (PID 1 too) for alive. Claims live in a table of their own:
 claiming rewrites a few small rows, never the spooled documents, so it
 needs little room in the journal on a nearly full disk.
 
-A spooled set that names no user carries over the user of the live set it
-follows in the spool, as the store keeps a live thread's user: an erase of
-that user then covers pal's next ``setex`` of the thread too.
+A spooled set that names no user (or metadata) carries over those of the
+live set it follows in the spool, as the store keeps a live thread's: an
+erase of that user then covers pal's next ``setex`` of the thread too, and
+each spooled write stands on its own, so replaying the newest write of a key
+makes the older ones obsolete whatever order daemons sharing the file
+replay them in. "Newest" is by the time a write was acknowledged on the
+server's clock, the order the store keeps too.
 
 Every failure of the file (a full disk, an I/O error) raises
 :class:`SpoolError`, a :class:`StorageUnavailableError`: a write that could
@@ -139,9 +143,10 @@ class Spool:
             # One statement, so a daemon sharing the file cannot slip a write in between.
             conn.execute(
                 "insert into spooled_writes (key, op, value, ttl, user_id, metadata, written_at)"
-                " values (?1, ?2, ?3, ?4, case when ?2 = 'set' then coalesce(?5, ("
-                "     select case when p.op = 'set' and p.written_at + p.ttl > ?7 then p.user_id end"
-                "       from spooled_writes p where p.key = ?1 order by p.id desc limit 1)) end, ?6, ?7)",
+                " select ?1, ?2, ?3, ?4,"
+                "        case when ?2 = 'set' then coalesce(?5, p.user_id) end,"
+                "        case when ?2 = 'set' then coalesce(?6, p.metadata) end, ?7"
+                "   from (select 1) left join (" + _LIVE_BEFORE + ") p on true",
                 (key, op, value, ttl, user_id, metadata, stamp),
             )
             self._last_written_at = stamp
@@ -153,14 +158,8 @@ class Spool:
     def latest(self, key: str) -> SpooledWrite | None:
         """The newest spooled write of ``key``, if any."""
         row = self._run("be read", lambda c: c.execute(
-            f"select {_COLUMNS} from spooled_writes where key = ? order by id desc limit 1", (key,)).fetchone())
+            f"select {_COLUMNS} from spooled_writes where key = ? order by written_at desc limit 1", (key,)).fetchone())
         return _write(row) if row else None
-
-    def of_key(self, key: str) -> list[SpooledWrite]:
-        """Every spooled write of ``key``, oldest first, claimed or not."""
-        rows = self._run("be read", lambda c: c.execute(
-            f"select {_COLUMNS} from spooled_writes where key = ? order by id", (key,)).fetchall())
-        return [_write(r) for r in rows]
 
     def after(self, write_id: int, limit: int) -> list[SpooledWrite]:
         """Up to ``limit`` writes following ``write_id``, oldest first, claimed or not."""
@@ -207,11 +206,12 @@ class Spool:
             "select 1 from spooled_writes w join spool_claims c on c.write_id = w.id"
             " where w.id = ? and c.claimed_by = ?", (write_id, self.owner)).fetchone()) is not None
 
-    def remove(self, write_id: int) -> None:
+    def remove(self, write: SpooledWrite) -> None:
+        """Drop a replayed write and the key's older ones: the store now holds something at least as new."""
         def drop(conn: sqlite3.Connection) -> None:
             with _transaction(conn):
-                conn.execute("delete from spooled_writes where id = ?", (write_id,))
-                conn.execute("delete from spool_claims where write_id = ?", (write_id,))
+                conn.execute("delete from spooled_writes where key = ? and written_at <= ?", (write.key, write.written_at))
+                conn.execute("delete from spool_claims where write_id not in (select id from spooled_writes)")
 
         self._run("drop a replayed write", drop)
 
@@ -258,6 +258,10 @@ class Spool:
 
 
 _COLUMNS = "id, key, op, value, ttl, user_id, metadata, written_at"
+#: The newest spooled write of key ?1, as p.user_id and p.metadata, if it is a set still live at time ?7.
+_LIVE_BEFORE = ("select w.user_id, w.metadata from spooled_writes w where w.key = ?1 and w.op = 'set'"
+                " and w.written_at + w.ttl > ?7 and w.written_at = (select max(l.written_at) from spooled_writes l"
+                " where l.key = ?1)")
 
 
 def _write(row: tuple) -> SpooledWrite:
