@@ -76,6 +76,7 @@ def test_direct_mode_prepares_hot_statements(postgres_dsn):
         ("postgresql://postgres:pw@db.example.supabase.com:6543/postgres", True),
         ("postgresql://postgres:pw@db.example.supabase.com:5432/postgres", False),
         ("host=aws-0-eu.pooler.supabase.com port=6543 dbname=postgres", True),
+        ("postgresql://app:pw@pgbouncer.internal:6432/threads", True),  # PgBouncer's default port
         ("postgresql://localhost/postgres", False),
     ],
 )

@@ -13,7 +13,9 @@ import sys
 
 import pytest
 
+from tests.support.database import PROJECT_ROOT
 from tests.support.local_supabase import LocalSupabase
+from tests.support.postgres_server import PASSWORD
 from tests.test_supabase_storage import _row, _row_count
 from utils.infrastructure.errors import StoragePermissionError, StorageSchemaError, StorageUnavailableError
 from utils.infrastructure.supabase_storage import SupabaseStorage
@@ -192,3 +194,24 @@ def test_an_exhausted_api_pool_is_unavailable_and_failover_spools_through_it(sup
     finally:
         primary.close()
         gateway.stop()
+
+
+def test_migrate_leaves_its_record_of_applied_files_to_the_owner_alone():
+    """On Supabase the schema's default privileges give every new table to anon and authenticated."""
+    from utils.infrastructure.migrations import migrate
+
+    project = LocalSupabase(apply_schema=False)
+    try:
+        migrate(project.server.dsn_for(project.dbname, user="postgres", password=PASSWORD))
+        with project.connect() as conn:
+            rights = conn.execute(
+                "select r.rolname, p.privilege from unnest(array['anon', 'authenticated', 'service_role']) as r(rolname)"
+                " cross join unnest(array['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES',"
+                "                         'TRIGGER']) as p(privilege)"
+                " where has_table_privilege(r.rolname, 'public.conversation_storage_migrations', p.privilege)"
+            ).fetchall()
+            applied = conn.execute("select count(*) from public.conversation_storage_migrations").fetchone()[0]
+    finally:
+        project.close()
+    assert rights == []
+    assert applied == len(list((PROJECT_ROOT / "sql").glob("*.sql")))

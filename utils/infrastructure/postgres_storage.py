@@ -33,8 +33,8 @@ from .near_cache import NearCache
 from .remote_calls import AsyncRemoteFunctionStorage, RemoteFunctionStorage
 from .sql_errors import error_for_code
 
-#: Port of Supabase's transaction-mode pooler (Supavisor / PgBouncer).
-TRANSACTION_POOLER_PORT = "6543"
+#: Ports of transaction-mode poolers: Supabase's (Supavisor) and PgBouncer's default.
+TRANSACTION_POOLER_PORTS = ("6543", "6432")
 APPLICATION_NAME = "conversation-storage"
 
 
@@ -44,9 +44,9 @@ def grace_seconds(statement_timeout: float) -> float:
 
 
 def uses_transaction_pooler(dsn: str) -> bool:
-    """True when ``dsn`` points at a transaction-mode pooler (port 6543)."""
+    """True when ``dsn`` points at a transaction-mode pooler (port 6543 or 6432)."""
     try:
-        return str(conninfo_to_dict(dsn).get("port", "")) == TRANSACTION_POOLER_PORT
+        return str(conninfo_to_dict(dsn).get("port", "")) in TRANSACTION_POOLER_PORTS
     except psycopg.ProgrammingError as exc:
         raise StorageConfigurationError(f"DATABASE_URL is not a valid connection string: {exc}") from None
 
@@ -143,7 +143,7 @@ class PoolOptions:
     max_size: int = 10
     connect_timeout: float = 5.0
     statement_timeout: float = 10.0
-    #: None: decide from the port (6543 is Supabase's transaction pooler).
+    #: None: decide from the port (6543: Supabase's transaction pooler; 6432: PgBouncer's).
     transaction_pooler: bool | None = None
 
     @property

@@ -43,7 +43,7 @@ class Settings:
     database_url: str | None = None
     postgres_pool_min: int = 1
     postgres_pool_max: int = 10
-    #: None: decide from the port (6543 is Supabase's transaction pooler).
+    #: None: decide from the port (6543: Supabase's transaction pooler; 6432: PgBouncer's).
     transaction_pooler: bool | None = None
     sqlite_path: str | None = None
     sqlite_synchronous: str = "full"
