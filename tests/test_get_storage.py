@@ -170,7 +170,6 @@ def test_a_bad_conversation_timeout_warns_and_keeps_the_default_as_pal_does(clea
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
-        ("CONVERSATION_STORAGE_BACKEND", "redis", "not a known backend"),
         ("CONVERSATION_MAX_VALUE_BYTES", "8MB", "not a valid whole number"),
         ("CONVERSATION_MAX_VALUE_BYTES", "0", "must be a positive"),
         ("CONVERSATION_STORAGE_STRICT", "maybe", "true or false"),
@@ -182,6 +181,42 @@ def test_bad_environment_values_raise_a_clear_error(clean_env, name, value, mess
     with pytest.raises(StorageConfigurationError, match=message) as info:
         get_storage()
     assert name in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["redis", "dual"])
+def test_an_unknown_backend_never_crashes_the_daemon_but_is_named(clean_env, caplog, value):
+    clean_env.setenv("CONVERSATION_STORAGE_BACKEND", value)
+    with caplog.at_level(logging.WARNING):
+        settings = load_settings()
+    assert settings.backend == ("supabase" if value == "dual" else "memory")
+    assert f"CONVERSATION_STORAGE_BACKEND={value}" in caplog.text.replace("'", "")
+    assert "memory, supabase, postgres, sqlite" in caplog.text
+
+
+def test_dual_runs_on_supabase_as_ex_ai_means_it(clean_env, supabase_project, caplog):
+    _use_supabase(clean_env, supabase_project.url, supabase_project.secret_key, CONVERSATION_STORAGE_BACKEND="dual")
+    with caplog.at_level(logging.WARNING):
+        storage = get_storage()
+    assert storage.backend_name == "supabase"
+    assert "read as supabase" in caplog.text
+
+
+@pytest.mark.parametrize("value", ["redis", "dual"])
+def test_in_strict_mode_an_unknown_backend_raises(clean_env, value):
+    clean_env.setenv("CONVERSATION_STORAGE_BACKEND", value)
+    clean_env.setenv("CONVERSATION_STORAGE_STRICT", "true")
+    with pytest.raises(StorageConfigurationError, match="not a known backend.*memory, supabase, postgres, sqlite"):
+        get_storage()
+
+
+@pytest.mark.parametrize("public_key", ["anon_key", "publishable_key"])
+def test_a_service_key_under_its_own_name_wins_over_a_public_supabase_key(clean_env, supabase_project, public_key):
+    # EX-AI's template: the browser's key in SUPABASE_KEY, the server's in SUPABASE_SERVICE_ROLE_KEY.
+    _use_supabase(clean_env, supabase_project.url, getattr(supabase_project, public_key),
+                  SUPABASE_SERVICE_ROLE_KEY=supabase_project.secret_key)
+    storage = get_storage()
+    assert not isinstance(storage, InMemoryStorage)
+    assert storage.health()["role"] == "service_role"
 
 
 def test_max_value_bytes_comes_from_the_environment(clean_env):

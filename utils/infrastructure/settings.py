@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from dotenv import dotenv_values, find_dotenv
 
 from .errors import StorageConfigurationError
+from .supabase_keys import describe_key
 from .validation import DEFAULT_MAX_VALUE_BYTES
 
 BACKENDS = ("memory", "supabase", "postgres", "sqlite")
@@ -69,19 +70,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """
     if environ is None:
         environ = _with_dotenv(os.environ)
-    backend = environ.get("CONVERSATION_STORAGE_BACKEND", "memory").strip().lower() or "memory"
-    if backend not in BACKENDS:
-        raise StorageConfigurationError(
-            f"CONVERSATION_STORAGE_BACKEND={backend!r} is not a known backend; "
-            f"use one of: {', '.join(BACKENDS)}"
-        )
+    strict = _flag(environ, "CONVERSATION_STORAGE_STRICT")
     return Settings(
-        backend=backend,
+        backend=_backend(environ, strict),
         supabase_url=_text(environ, "SUPABASE_URL"),
-        supabase_key=_text(environ, "SUPABASE_KEY") or _text(environ, "SUPABASE_SERVICE_ROLE_KEY"),
+        supabase_key=_supabase_key(environ),
         timeout_hours=_timeout_hours(environ),
         max_value_bytes=_positive(environ, "CONVERSATION_MAX_VALUE_BYTES", DEFAULT_MAX_VALUE_BYTES, int),
-        strict=_flag(environ, "CONVERSATION_STORAGE_STRICT"),
+        strict=strict,
         request_timeout_seconds=_positive(environ, "CONVERSATION_STORAGE_TIMEOUT_SECONDS", 10.0, float),
         database_url=_text(environ, "DATABASE_URL") or _text(environ, "SUPABASE_DB_URL"),
         postgres_pool_min=_positive(environ, "CONVERSATION_POSTGRES_POOL_MIN", 1, int),
@@ -93,6 +89,40 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         spool_path=_text(environ, "CONVERSATION_SPOOL_PATH"),
         near_cache=_flag(environ, "CONVERSATION_NEAR_CACHE", default=True),
     )
+
+
+#: Values other daemons give the same variable, and the backend of ours that serves them.
+#: EX-AI's ``dual`` keeps threads in memory and in Supabase: Supabase is the durable half.
+BACKEND_ALIASES = {"dual": "supabase"}
+
+
+def _backend(environ: Mapping[str, str], strict: bool) -> str:
+    """The backend named by CONVERSATION_STORAGE_BACKEND; a daemon never crashes on a value it does not know."""
+    backend = environ.get("CONVERSATION_STORAGE_BACKEND", "memory").strip().lower() or "memory"
+    if backend in BACKENDS:
+        return backend
+    accepted = ", ".join(BACKENDS)
+    if backend in BACKEND_ALIASES and not strict:
+        logger.warning("CONVERSATION_STORAGE_BACKEND=%s is read as %s (accepted values: %s)",
+                       backend, BACKEND_ALIASES[backend], accepted)
+        return BACKEND_ALIASES[backend]
+    message = f"CONVERSATION_STORAGE_BACKEND={backend!r} is not a known backend; use one of: {accepted}"
+    if strict:
+        raise StorageConfigurationError(message)
+    logger.warning("%s -- using memory: conversation threads will NOT survive a restart of this process", message)
+    return "memory"
+
+
+def _supabase_key(environ: Mapping[str, str]) -> str | None:
+    """SUPABASE_KEY, unless it is a public key and the service key is set under its own name.
+
+    Some daemons' templates put the anon (or publishable) key in SUPABASE_KEY
+    for their browser side and the service key in SUPABASE_SERVICE_ROLE_KEY.
+    """
+    key, service_key = _text(environ, "SUPABASE_KEY"), _text(environ, "SUPABASE_SERVICE_ROLE_KEY")
+    if key is None or (service_key is not None and describe_key(key).service_role is False):
+        return service_key
+    return key
 
 
 def _with_dotenv(environ: Mapping[str, str]) -> Mapping[str, str]:
