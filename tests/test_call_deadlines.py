@@ -18,7 +18,7 @@ from tests.support.database import apply_sql
 from tests.support.outages import frozen
 from tests.support.pgbouncer import PgBouncer
 from tests.support.postgres_server import PASSWORD, PostgresServer
-from utils.infrastructure.errors import StorageUnavailableError
+from utils.infrastructure.errors import StorageConfigurationError, StorageUnavailableError
 from utils.infrastructure.failover_storage import DEGRADED, FailoverStorage
 from utils.infrastructure.postgres_storage import PostgresStorage, grace_seconds
 from utils.infrastructure.spool import Spool
@@ -189,3 +189,21 @@ def test_the_asyncio_client_drops_closed_connections_and_bounds_its_calls_too(se
     assert after_kill == "{}"
     assert isinstance(error, StorageUnavailableError) and "did not answer" in str(error), error
     assert seconds < TIMEOUT + grace_seconds(TIMEOUT) + SLACK, f"get took {seconds:.1f} s"
+
+
+def test_a_pooler_that_refuses_a_startup_option_is_named_with_the_setting_to_change(server):
+    # PgBouncer as it ships: it refuses `options`, which a direct connection sends for statement_timeout.
+    with PgBouncer(server, ignore_startup_parameters="extra_float_digits") as bouncer, \
+            PostgresStorage(bouncer.dsn_for(), connect_timeout=1, statement_timeout=TIMEOUT) as storage, \
+            pytest.raises(StorageConfigurationError, match="CONVERSATION_POSTGRES_TRANSACTION_POOLER=true") as info:
+        storage.get("thread:x")
+    assert "unsupported startup parameter" in str(info.value)
+
+
+def test_an_unreachable_server_is_named_with_the_reason(server):
+    from tests.support.postgres_server import free_port
+
+    dsn = server.dsn_for("postgres", password=PASSWORD).replace(f":{server.port}/", f":{free_port()}/")
+    with PostgresStorage(dsn, connect_timeout=1) as storage, \
+            pytest.raises(StorageUnavailableError, match="Connection refused"):
+        storage.get("thread:x")

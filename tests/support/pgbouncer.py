@@ -21,12 +21,14 @@ from .postgres_server import PASSWORD, PostgresServer, free_port
 
 
 class PgBouncer:
-    def __init__(self, server: PostgresServer, *, pool_mode: str = "transaction") -> None:
+    def __init__(self, server: PostgresServer, *, pool_mode: str = "transaction",
+                 ignore_startup_parameters: str = "extra_float_digits, options") -> None:
         self.server = server
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="conversation-pgbouncer-"))
         os.chmod(self.root, 0o777)  # it drops root for the postgres user, who writes its log here
         self.pool_mode = pool_mode
+        self.ignore_startup_parameters = ignore_startup_parameters
         self.logfile = self.root / "pgbouncer.log"
         self._process: subprocess.Popen | None = None
 
@@ -43,7 +45,7 @@ class PgBouncer:
             f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
             f"auth_type = plain\nauth_file = {self.root / 'users.txt'}\n"
             f"pool_mode = {self.pool_mode}\n"
-            "ignore_startup_parameters = extra_float_digits, options\n"
+            f"ignore_startup_parameters = {self.ignore_startup_parameters}\n"
             f"logfile = {self.logfile}\npidfile = {self.root / 'pgbouncer.pid'}\n"
             "default_pool_size = 20\nmax_client_conn = 200\n"
         )

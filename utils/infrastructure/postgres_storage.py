@@ -122,6 +122,46 @@ def _broken(conn: psycopg.Connection | psycopg.AsyncConnection) -> bool:
     return bool(poller.poll(0))
 
 
+def _failing_to_connect(stats: dict[str, int]) -> bool:
+    """No connection to hand out, and the pool's attempts to make one have failed."""
+    return stats.get("pool_available", 0) == 0 and stats.get("connections_errors", 0) > 0
+
+
+def _connect_failure(options: PoolOptions, where: str, exc: PoolTimeout) -> Exception:
+    """Why the pool has no connection: it only logs the cause, so connect once more to learn it.
+
+    Runs only when a call found no connection and the pool has none at all,
+    so it costs nothing while the pool works.
+    """
+    arguments = options.pool_arguments()
+    try:
+        with psycopg.connect(arguments["conninfo"], **arguments["kwargs"]):
+            return exc  # it connects now: the pool was only slow
+    except psycopg.Error as cause:
+        return _explained(where, exc, cause)
+
+
+async def _aconnect_failure(options: PoolOptions, where: str, exc: PoolTimeout) -> Exception:
+    arguments = options.pool_arguments()
+    try:
+        async with await psycopg.AsyncConnection.connect(arguments["conninfo"], **arguments["kwargs"]):
+            return exc
+    except psycopg.Error as cause:
+        return _explained(where, exc, cause)
+
+
+def _explained(where: str, exc: PoolTimeout, cause: psycopg.Error) -> Exception:
+    text = str(cause).strip()
+    if "unsupported startup parameter" in text:
+        return StorageConfigurationError(
+            f"the server at {where} refused a connection setting ({text}): it is a transaction pooler, which "
+            "takes no startup options; set CONVERSATION_POSTGRES_TRANSACTION_POOLER=true "
+            "(PostgresStorage(..., transaction_pooler=True))")
+    unsent = StorageUnavailableError(f"no connection to {where}: {exc}; the last attempt said: {text}")
+    unsent.may_run_later = False
+    return unsent
+
+
 def _no_answer(where: str, function: str, seconds: float) -> StorageUnavailableError:
     return StorageUnavailableError(f"{where} did not answer {function} within {seconds:g} s; the call was abandoned")
 
@@ -196,6 +236,7 @@ class PostgresStorage(RemoteFunctionStorage):
         # resumes, a pooler dequeues it. Writes with a deadline refuse to.
         self.late_start_seconds = self._call_seconds
         self.url = _where(dsn)
+        self._pool_options = pool_options
         self._pool = ConnectionPool(**pool_options.pool_arguments())
         self._cursors: weakref.WeakKeyDictionary[psycopg.Connection, psycopg.Cursor] = weakref.WeakKeyDictionary()
         self._deadlines = CallDeadlines()
@@ -229,7 +270,13 @@ class PostgresStorage(RemoteFunctionStorage):
 
     def _open_connection(self, deadline: float) -> psycopg.Connection:
         while True:
-            conn = self._pool.getconn(timeout=min(self._connect_seconds, max(deadline - time.monotonic(), 0.001)))
+            try:
+                conn = self._pool.getconn(
+                    timeout=min(self._connect_seconds, max(deadline - time.monotonic(), 0.001)))
+            except PoolTimeout as exc:
+                if not _failing_to_connect(self._pool.get_stats()):
+                    raise
+                raise _connect_failure(self._pool_options, self.url, exc) from exc
             if not _broken(conn):
                 return conn
             conn.close()  # the pool replaces a closed connection
@@ -260,6 +307,7 @@ class AsyncPostgresStorage(AsyncRemoteFunctionStorage):
         self._call_seconds = pool_options.call_seconds
         # An unreachable server fails a call quickly, without using up its whole budget.
         self._connect_seconds = pool_options.connect_timeout
+        self._pool_options = pool_options
         self._deadlines = CallDeadlines()
 
     @classmethod
@@ -293,8 +341,13 @@ class AsyncPostgresStorage(AsyncRemoteFunctionStorage):
 
     async def _open_connection(self, deadline: float) -> psycopg.AsyncConnection:
         while True:
-            conn = await self._pool.getconn(
-                timeout=min(self._connect_seconds, max(deadline - time.monotonic(), 0.001)))
+            try:
+                conn = await self._pool.getconn(
+                    timeout=min(self._connect_seconds, max(deadline - time.monotonic(), 0.001)))
+            except PoolTimeout as exc:
+                if not _failing_to_connect(self._pool.get_stats()):
+                    raise
+                raise await _aconnect_failure(self._pool_options, self.url, exc) from exc
             if not _broken(conn):
                 return conn
             await conn.close()
