@@ -188,6 +188,10 @@ def _diagnose(check: Callable[..., None]) -> None:
     except StorageConfigurationError as exc:
         check("configuration", False, str(exc), "correct the variable named above (see .env.example)")
         return
+    if settings.unknown_backend is not None:
+        check("configuration", False, f"CONVERSATION_STORAGE_BACKEND={settings.unknown_backend!r} is not a known "
+              "backend: daemons run on memory", "use one of: memory, supabase, postgres, sqlite")
+        return
     check("configuration", True, f"backend {settings.backend}")
     if settings.backend == "supabase" and settings.supabase_key and not _diagnose_key(settings.supabase_key, check):
         return

@@ -53,6 +53,8 @@ class Settings:
     spool_path: str | None = None
     #: Remember the threads this process read or wrote, to send less (supabase, postgres).
     near_cache: bool = True
+    #: CONVERSATION_STORAGE_BACKEND as it was set, when it named no backend of ours (it runs on memory).
+    unknown_backend: str | None = None
 
     @property
     def ttl_seconds(self) -> int:
@@ -73,6 +75,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     strict = _flag(environ, "CONVERSATION_STORAGE_STRICT")
     return Settings(
         backend=_backend(environ, strict),
+        unknown_backend=_unknown_backend(environ),
         supabase_url=_text(environ, "SUPABASE_URL"),
         supabase_key=_supabase_key(environ),
         timeout_hours=_timeout_hours(environ),
@@ -111,6 +114,11 @@ def _backend(environ: Mapping[str, str], strict: bool) -> str:
         raise StorageConfigurationError(message)
     logger.warning("%s -- using memory: conversation threads will NOT survive a restart of this process", message)
     return "memory"
+
+
+def _unknown_backend(environ: Mapping[str, str]) -> str | None:
+    value = environ.get("CONVERSATION_STORAGE_BACKEND", "memory").strip().lower() or "memory"
+    return None if value in BACKENDS or value in BACKEND_ALIASES else value
 
 
 def _supabase_key(environ: Mapping[str, str]) -> str | None:
