@@ -86,33 +86,16 @@ begin
 end;
 $$;
 
+-- 004's one-statement erase, kept for libraries older than schema 6: one
+-- batch as large as the table can be, so it takes the same lock.
 create or replace function public.delete_user_threads(p_user_id text)
 returns integer
-language plpgsql
+language sql
 volatile
 security invoker
 set search_path = ''
 as $$
-declare
-    v_deleted integer;
-begin
-    if p_user_id is null or p_user_id = '' then
-        raise exception 'user_id must be a non-empty text' using errcode = '22023';
-    end if;
-    perform public.conversation_storage_lock_user(p_user_id, false);
-    perform public.conversation_storage_record_erasure(p_user_id);
-    with gone as (
-        delete from public.conversation_threads t where t.user_id = p_user_id returning t.thread_id
-    ), buried as (
-        insert into public.conversation_thread_tombstones as b (thread_id, written_at)
-        select thread_id, now() from gone
-        on conflict (thread_id) do update
-            set written_at = excluded.written_at
-          where b.written_at < excluded.written_at
-    )
-    select count(*) into v_deleted from gone;
-    return v_deleted;
-end;
+    select public.delete_user_threads_batch(p_user_id, 2147483647);
 $$;
 
 -- As 010, with the guards and the user's lock described above.

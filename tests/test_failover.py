@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Self
 
 import pytest
 
@@ -50,7 +51,7 @@ class Workload:
             i += 1
             time.sleep(0.002)
 
-    def __enter__(self) -> Workload:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -237,9 +238,9 @@ def test_writes_spooled_by_a_killed_daemon_are_replayed_by_the_next(supabase_pro
 
     reader = subprocess.run(
         [sys.executable, "-c",
-         "from utils.infrastructure.storage_backend import get_storage\n"
-         "s = get_storage(); print(s.wait_until_healthy(30), s.status()['pending'])"],
-        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=60,
+         ("from utils.infrastructure.storage_backend import get_storage\n"
+          "s = get_storage(); print(s.wait_until_healthy(30), s.status()['pending'])")],
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
     )
     assert reader.stdout.split() == ["True", "0"], reader.stderr
     with supabase_project.connect() as conn:

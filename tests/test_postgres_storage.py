@@ -87,30 +87,28 @@ def test_transaction_pooler_is_recognised_by_its_port(dsn, expected):
 def test_unreachable_server_raises_unavailable_quickly():
     dsn = f"postgresql://postgres:x@127.0.0.1:{free_port()}/postgres"
     started = time.monotonic()
-    with PostgresStorage(dsn, connect_timeout=1) as storage:
-        with pytest.raises(StorageUnavailableError):
-            storage.get("thread:x")
+    with PostgresStorage(dsn, connect_timeout=1) as storage, pytest.raises(StorageUnavailableError):
+        storage.get("thread:x")
     assert time.monotonic() - started < 5
 
 
 def test_wrong_password_is_a_permission_error(postgres_server, postgres_dsn):
     dsn = postgres_dsn.replace(PASSWORD, "wrong-password")
-    with PostgresStorage(dsn, connect_timeout=2) as storage:
-        with pytest.raises((StoragePermissionError, StorageUnavailableError)):
-            storage.health()
+    with PostgresStorage(dsn, connect_timeout=2) as storage, \
+            pytest.raises((StoragePermissionError, StorageUnavailableError)):
+        storage.health()
 
 
 def test_missing_schema_is_a_schema_error(postgres_server):
     name = postgres_server.create_database("direct_no_schema")
-    with PostgresStorage(postgres_server.dsn_for(name, password=PASSWORD)) as storage:
-        with pytest.raises(StorageSchemaError, match="sql/"):
-            storage.get("thread:x")
+    with PostgresStorage(postgres_server.dsn_for(name, password=PASSWORD)) as storage, \
+            pytest.raises(StorageSchemaError, match="sql/"):
+        storage.get("thread:x")
 
 
 def test_statement_timeout_is_applied(postgres_dsn):
-    with PostgresStorage(postgres_dsn, statement_timeout=1.5) as storage:
-        with storage._pool.connection() as conn:
-            assert conn.execute("show statement_timeout").fetchone()[0] == "1500ms"
+    with PostgresStorage(postgres_dsn, statement_timeout=1.5) as storage, storage._pool.connection() as conn:
+        assert conn.execute("show statement_timeout").fetchone()[0] == "1500ms"
 
 
 def test_a_restarted_server_is_used_again():

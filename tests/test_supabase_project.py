@@ -115,9 +115,9 @@ def test_a_fresh_project_set_up_from_the_sql_command_works_for_both_service_keys
     """sql/ pasted into the SQL editor of a project with pg_cron enabled, as its owner `postgres`."""
     project = LocalSupabase(apply_schema=False)
     try:
-        with SupabaseStorage(project.url, project.secret_key) as storage:
-            with pytest.raises(StorageSchemaError, match="sql/"):
-                storage.health()
+        with SupabaseStorage(project.url, project.secret_key) as storage, \
+                pytest.raises(StorageSchemaError, match="sql/"):
+            storage.health()
         schema = subprocess.run(
             [sys.executable, "-m", "utils.infrastructure.cli", "sql"], capture_output=True, text=True, check=True
         ).stdout

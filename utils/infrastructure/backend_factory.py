@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Awaitable, Callable
 
 from .async_adapters import AsyncFailoverStorage, AsyncInMemoryStorage, AsyncSQLiteStorage
 from .async_base_storage import AsyncThreadStorage

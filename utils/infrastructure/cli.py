@@ -11,7 +11,8 @@ import argparse
 import dataclasses
 import json
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .backend_factory import create_storage
 from .base_storage import ThreadStorage
@@ -23,7 +24,7 @@ from .errors import (
     StorageSchemaError,
     StorageUnavailableError,
 )
-from .settings import Settings, load_settings
+from .settings import BACKENDS, Settings, load_settings
 
 OK, STORAGE_ERROR, CONFIG_ERROR, NOT_FOUND, DOCTOR_FAILED = 0, 1, 2, 3, 4
 
@@ -190,7 +191,7 @@ def _diagnose(check: Callable[..., None]) -> None:
         return
     if settings.unknown_backend is not None:
         check("configuration", False, f"CONVERSATION_STORAGE_BACKEND={settings.unknown_backend!r} is not a known "
-              "backend: daemons run on memory", "use one of: memory, supabase, postgres, sqlite")
+              "backend: daemons run on memory", f"use one of: {', '.join(BACKENDS)}")
         return
     check("configuration", True, f"backend {settings.backend}")
     if settings.backend == "supabase" and settings.supabase_key and not _diagnose_key(settings.supabase_key, check):

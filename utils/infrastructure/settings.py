@@ -101,7 +101,7 @@ BACKEND_ALIASES = {"dual": "supabase"}
 
 def _backend(environ: Mapping[str, str], strict: bool) -> str:
     """The backend named by CONVERSATION_STORAGE_BACKEND; a daemon never crashes on a value it does not know."""
-    backend = environ.get("CONVERSATION_STORAGE_BACKEND", "memory").strip().lower() or "memory"
+    backend = _requested_backend(environ)
     if backend in BACKENDS:
         return backend
     accepted = ", ".join(BACKENDS)
@@ -117,8 +117,12 @@ def _backend(environ: Mapping[str, str], strict: bool) -> str:
 
 
 def _unknown_backend(environ: Mapping[str, str]) -> str | None:
-    value = environ.get("CONVERSATION_STORAGE_BACKEND", "memory").strip().lower() or "memory"
+    value = _requested_backend(environ)
     return None if value in BACKENDS or value in BACKEND_ALIASES else value
+
+
+def _requested_backend(environ: Mapping[str, str]) -> str:
+    return environ.get("CONVERSATION_STORAGE_BACKEND", "memory").strip().lower() or "memory"
 
 
 def _supabase_key(environ: Mapping[str, str]) -> str | None:

@@ -208,12 +208,9 @@ class Spool:
 
     def remove(self, write: SpooledWrite) -> None:
         """Drop a replayed write and the key's older ones: the store now holds something at least as new."""
-        def drop(conn: sqlite3.Connection) -> None:
-            with _transaction(conn):
-                conn.execute("delete from spooled_writes where key = ? and written_at <= ?", (write.key, write.written_at))
-                conn.execute("delete from spool_claims where write_id not in (select id from spooled_writes)")
-
-        self._run("drop a replayed write", drop)
+        # Their claims go with the next claim() sweep; holds() already ignores them.
+        self._run("drop a replayed write", lambda c: c.execute(
+            "delete from spooled_writes where key = ? and written_at <= ?", (write.key, write.written_at)))
 
     def discard(self, key: str) -> None:
         """Drop every spooled write of ``key`` (a newer one reached the store directly)."""
@@ -303,10 +300,8 @@ def _held(directory: Path, owner: str) -> bool:
         return True  # cannot tell: wait for the lease rather than replay twice
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
     except OSError:
-        return True
+        return True  # held (EWOULDBLOCK), or cannot tell: wait for the lease
     finally:
         os.close(fd)
     return False
