@@ -1,30 +1,37 @@
--- Hourly cleanup with pg_cron: job 'cleanup-expired-threads' at minute 0 of
--- every hour (GMT) deletes expired threads in batches of 1000 until the
--- backlog is gone, committing after each batch so locks stay short.
--- Re-running this file updates the jobs instead of adding copies. Where
--- pg_cron is not available it changes nothing and says so: then schedule
--- scripts/cleanup_expired_threads.py with system cron instead.
--- A second job keeps cron.job_run_details (never purged by pg_cron itself)
--- to the last 7 days.
+-- Hourly cleanup with pg_cron, where the operator has enabled pg_cron: job
+-- 'cleanup-expired-threads' at minute 0 of every hour (GMT) deletes expired
+-- threads in batches of 1000 until the backlog is gone, committing after each
+-- batch so locks stay short. A second job keeps cron.job_run_details (never
+-- purged by pg_cron itself) to the last 7 days. Re-running this file updates
+-- the jobs instead of adding copies.
+--
+-- This file never enables pg_cron: which extensions run in a database (pg_cron
+-- adds a background worker and its own schema) is the operator's decision.
+-- On Supabase the project owner `postgres` may create pg_cron (supautils), so
+-- a `create extension` here would succeed without anyone having chosen it.
+-- Where pg_cron is not enabled, the file changes nothing and says so in a
+-- NOTICE; `conversation-storage migrate` applies it again once pg_cron is
+-- enabled and the job is missing.
+--
+-- Edited after release (it used to enable pg_cron itself where it could):
+-- `conversation-storage migrate` accepts the earlier checksum as this same
+-- migration (utils/infrastructure/migrations.py).
 
 do $outer$
 begin
     if not exists (select 1 from pg_catalog.pg_extension where extname = 'pg_cron') then
         if exists (select 1 from pg_catalog.pg_available_extensions where name = 'pg_cron') then
-            begin
-                create extension pg_cron;
-            exception when others then
-                raise notice 'pg_cron is installed on this server but cannot be enabled here (%); '
-                             'no cleanup job scheduled: enable pg_cron (Supabase: Database > Extensions) '
-                             'and apply this file again, or run scripts/cleanup_expired_threads.py from cron',
-                             sqlerrm;
-                return;
-            end;
+            raise notice 'pg_cron is not enabled in this database: no cleanup job scheduled, nothing changed. '
+                         'To have expired threads deleted hourly, enable it (Supabase: Dashboard > Database > '
+                         'Extensions > pg_cron, or as postgres: create extension pg_cron with schema pg_catalog; '
+                         'elsewhere, as a superuser: create extension pg_cron), then run conversation-storage '
+                         'migrate again or apply this file again; or run conversation-storage cleanup hourly '
+                         'from system cron instead';
         else
-            raise notice 'pg_cron is not available on this server: no cleanup job scheduled; '
-                         'run scripts/cleanup_expired_threads.py hourly from system cron instead';
-            return;
+            raise notice 'pg_cron is not installed on this server: no cleanup job scheduled, nothing changed; '
+                         'run conversation-storage cleanup hourly from system cron instead';
         end if;
+        return;
     end if;
 
     perform cron.schedule(

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 
 import pytest
 
-from tests.support.database import SQL_DIR
+from tests.support.database import PROJECT_ROOT, SQL_DIR
 from tests.support.postgres_server import PASSWORD
 from utils.infrastructure.migrations import MigrationError, migrate
 
@@ -52,7 +53,7 @@ def test_a_changed_applied_file_is_refused(fresh_dsn, tmp_path):
     sql_dir = tmp_path / "sql"
     shutil.copytree(SQL_DIR, sql_dir)
     migrate(fresh_dsn, directory=sql_dir)
-    first = sorted(sql_dir.glob("*.sql"))[0]
+    first = min(sql_dir.glob("*.sql"))
     first.write_text(first.read_text() + "\n-- edited\n")
     with pytest.raises(MigrationError, match=first.name):
         migrate(fresh_dsn, directory=sql_dir)
@@ -76,3 +77,36 @@ def test_a_database_set_up_by_hand_is_brought_under_migrate(postgres_server, fre
         apply_sql(conn)  # e.g. pasted into Supabase's SQL editor
     assert migrate(fresh_dsn) == ALL_FILES  # idempotent files: re-applying is harmless
     assert migrate(fresh_dsn) == []
+
+
+def test_a_database_that_ran_the_released_005_keeps_migrating(postgres_server, fresh_dsn, tmp_path):
+    # 005 as released enabled pg_cron itself; it was edited since, and its
+    # earlier checksum is accepted as the same migration.
+    released = tmp_path / "sql-released"
+    released.mkdir()
+    for path in SQL_DIR.glob("*.sql"):
+        if path.name < "006":
+            shutil.copy(path, released)
+    shutil.copy(PROJECT_ROOT / "tests" / "support" / "released_sql" / "005_cleanup_schedule.sql", released)
+    assert migrate(fresh_dsn, directory=released) == ALL_FILES[:5]
+    assert migrate(fresh_dsn) == ALL_FILES[5:]
+    assert migrate(fresh_dsn) == []
+    with postgres_server.connect(fresh_dsn.rsplit("/", 1)[1]) as conn:
+        recorded = conn.execute("select checksum from public.conversation_storage_migrations"
+                                " where filename = '005_cleanup_schedule.sql'").fetchone()[0]
+    assert recorded == hashlib.sha256((released / "005_cleanup_schedule.sql").read_bytes()).hexdigest()
+
+    edited = tmp_path / "sql-edited"
+    shutil.copytree(SQL_DIR, edited)
+    (edited / "005_cleanup_schedule.sql").write_text((released / "005_cleanup_schedule.sql").read_text() + "-- edited\n")
+    with pytest.raises(MigrationError, match="005_cleanup_schedule.sql"):
+        migrate(fresh_dsn, directory=edited)  # only the released text is accepted, no other edit
+
+
+def test_accepted_earlier_texts_count_as_the_shipped_text():
+    # Editing such a file again without a new entry would strand the databases that ran an earlier text.
+    from utils.infrastructure.migrations import _EARLIER_CHECKSUMS, sql_files
+
+    shipped = {f.name: f.checksum for f in sql_files(SQL_DIR)}
+    for name, earlier in _EARLIER_CHECKSUMS.items():
+        assert set(earlier.values()) == {shipped[name]}, name

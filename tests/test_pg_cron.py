@@ -1,14 +1,25 @@
-"""The hourly cleanup job on a real pg_cron (Debian's postgresql-NN-cron)."""
+"""The hourly cleanup job on a real pg_cron (Debian's postgresql-NN-cron).
+
+The server preloads pg_cron as Supabase's does, so the extension is available
+in database ``postgres``; the schema never enables it: the operator does.
+"""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
 
 import psycopg
 import pytest
 
-from tests.support.database import PG_CRON_SETTINGS, apply_sql, sql_files
-from tests.support.postgres_server import PostgresServer
+from tests.support.database import PG_CRON_SETTINGS, PROJECT_ROOT, apply_sql, sql_files
+from tests.support.postgres_server import PASSWORD, PostgresServer
+from utils.infrastructure.migrations import migrate
 
 JOB = "cleanup-expired-threads"
+SCHEDULE_FILE = "005_cleanup_schedule.sql"
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +36,82 @@ def cron_server():
     server.cleanup()
 
 
+def _doctor(dsn: str, spool_dir) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("CONVERSATION_", "SUPABASE_", "DATABASE_"))}
+    env = {**clean, "CONVERSATION_STORAGE_BACKEND": "postgres", "DATABASE_URL": dsn,
+           "CONVERSATION_SPOOL_PATH": str(spool_dir / "spool.sqlite3")}
+    return subprocess.run([sys.executable, "-m", "utils.infrastructure.cli", "doctor"], cwd=PROJECT_ROOT,
+                          env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+def _cron_enabled(conn) -> bool:
+    return conn.execute("select exists (select 1 from pg_extension where extname = 'pg_cron')").fetchone()[0]
+
+
 @pytest.fixture(scope="module")
-def cron_db(cron_server):
+def before_enabling(cron_server, tmp_path_factory):
+    """Database ``postgres`` migrated while pg_cron is available there but not enabled (a fresh Supabase project)."""
+    dsn = cron_server.dsn_for("postgres", password=PASSWORD)
+    migrated = migrate(dsn)
+    notices: list[str] = []
     with cron_server.connect() as conn:
-        apply_sql(conn)
+        conn.add_notice_handler(lambda diag: notices.append(diag.message_primary))
+        apply_sql(conn, [f for f in sql_files() if f.name == SCHEDULE_FILE])  # pasted into an SQL editor
+        enabled = _cron_enabled(conn)
+        report = conn.execute("select public.storage_health()").fetchone()[0]
+    return SimpleNamespace(migrated=migrated, notices=notices, enabled=enabled, report=report,
+                           doctor=_doctor(dsn, tmp_path_factory.mktemp("doctor-before")))
+
+
+@pytest.fixture(scope="module")
+def after_enabling(cron_server, before_enabling, tmp_path_factory):
+    """The operator enables pg_cron, then runs migrate again (twice)."""
+    dsn = cron_server.dsn_for("postgres", password=PASSWORD)
+    with cron_server.connect() as conn:
+        conn.execute("create extension pg_cron")
+    return SimpleNamespace(migrated=[migrate(dsn), migrate(dsn)],
+                           doctor=_doctor(dsn, tmp_path_factory.mktemp("doctor-after")))
+
+
+@pytest.fixture(scope="module")
+def cron_db(cron_server, after_enabling):
+    with cron_server.connect() as conn:
         yield conn
+
+
+def test_available_but_not_enabled_pg_cron_stays_off_and_nothing_is_scheduled(before_enabling):
+    assert SCHEDULE_FILE in before_enabling.migrated
+    assert before_enabling.enabled is False
+    assert (before_enabling.report["pg_cron_installed"], before_enabling.report["cleanup_job_scheduled"]) == (
+        False, None)
+    [notice] = before_enabling.notices
+    assert notice.startswith("pg_cron is not enabled in this database: no cleanup job scheduled, nothing changed")
+    assert "Dashboard > Database > Extensions > pg_cron" in notice
+    assert "conversation-storage migrate again" in notice
+    assert "conversation-storage cleanup hourly from system cron" in notice
+
+
+def test_doctor_says_how_to_enable_pg_cron_and_what_to_run_then(before_enabling):
+    result = before_enabling.doctor
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    at = lines.index("WARN  hourly cleanup: pg_cron is not enabled in this database: no job deletes expired threads")
+    fix = lines[at + 1]
+    assert fix.startswith("      fix: enable pg_cron (Supabase: Dashboard > Database > Extensions > pg_cron, ")
+    assert "`create extension pg_cron`" in fix
+    assert "then run `conversation-storage migrate` again or apply sql/005_cleanup_schedule.sql again" in fix
+    assert fix.endswith("or run `conversation-storage cleanup` hourly from system cron")
+
+
+def test_migrate_schedules_the_jobs_once_pg_cron_is_enabled(after_enabling, cron_db):
+    assert after_enabling.migrated == [[SCHEDULE_FILE], []]
+    assert [name for name, *_ in _jobs(cron_db)] == [JOB, "purge-cron-job-run-details"]
+
+
+def test_doctor_reports_the_scheduled_job(after_enabling):
+    result = after_enabling.doctor
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "PASS  hourly cleanup: pg_cron job cleanup-expired-threads is scheduled" in result.stdout.splitlines()
 
 
 def _jobs(conn):
@@ -84,7 +166,9 @@ def test_without_pg_cron_the_file_only_gives_notice(postgres_server):
         has_cron = conn.execute("select count(*) from pg_extension where extname = 'pg_cron'").fetchone()[0]
         report = conn.execute("select public.storage_health()").fetchone()[0]
     assert has_cron == 0
-    assert any("cleanup_expired_threads.py" in n for n in notices), notices
+    [notice] = [n for n in notices if n.startswith("pg_cron is not")]
+    assert "no cleanup job scheduled, nothing changed" in notice
+    assert "conversation-storage cleanup hourly from system cron" in notice
     assert report["cleanup_job_scheduled"] is None
 
 
@@ -92,6 +176,5 @@ def test_the_job_command_is_valid_sql_outside_pg_cron(cron_db):
     # Guards against quoting mistakes in the nested dollar quotes.
     command = cron_db.execute("select command from cron.job where jobname = %s", (JOB,)).fetchone()[0]
     assert command.strip().startswith("do $cleanup$")
-    with pytest.raises(psycopg.errors.InvalidTransactionTermination):
-        with cron_db.transaction():
-            cron_db.execute(command)  # COMMIT between batches needs a top-level statement
+    with pytest.raises(psycopg.errors.InvalidTransactionTermination), cron_db.transaction():
+        cron_db.execute(command)  # COMMIT between batches needs a top-level statement

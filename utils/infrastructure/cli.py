@@ -28,6 +28,11 @@ from .settings import BACKENDS, Settings, load_settings
 
 OK, STORAGE_ERROR, CONFIG_ERROR, NOT_FOUND, DOCTOR_FAILED = 0, 1, 2, 3, 4
 
+_ENABLE_PG_CRON = ("Supabase: Dashboard > Database > Extensions > pg_cron, or as postgres `create extension "
+                  "pg_cron with schema pg_catalog`; elsewhere, as a superuser, `create extension pg_cron` "
+                  "with pg_cron in shared_preload_libraries")
+_SYSTEM_CRON_CLEANUP = "run `conversation-storage cleanup` hourly from system cron"
+
 
 class Output:
     """Human-readable lines, or JSON documents with ``--json``."""
@@ -262,15 +267,17 @@ def _diagnose_cleanup_job(report: dict, check: Callable[..., None]) -> None:
     if scheduled is not None:
         check("hourly cleanup", scheduled,
               "pg_cron job cleanup-expired-threads is scheduled" if scheduled
-              else "pg_cron is installed but job cleanup-expired-threads is missing",
-              "apply sql/005_cleanup_schedule.sql")
+              else "pg_cron is enabled but job cleanup-expired-threads is missing",
+              "run `conversation-storage migrate` again (it schedules the job wherever pg_cron is enabled), "
+              "or apply sql/005_cleanup_schedule.sql again")
     elif report.get("pg_cron_installed"):
-        check("hourly cleanup", None, "pg_cron is installed, but whether the job is scheduled cannot be read",
-              "apply sql/ as the role that owns pg_cron's jobs (postgres on Supabase), or look at cron.job")
+        check("hourly cleanup", None, "pg_cron is enabled, but whether the job is scheduled cannot be read",
+              "run `conversation-storage migrate` as the role that owns pg_cron's jobs (postgres on Supabase), "
+              "or look at cron.job")
     else:
-        check("hourly cleanup", None, "pg_cron is not installed on this database",
-              "enable pg_cron and apply sql/005_cleanup_schedule.sql, or run "
-              "scripts/cleanup_expired_threads.py hourly from system cron")
+        check("hourly cleanup", None, "pg_cron is not enabled in this database: no job deletes expired threads",
+              f"enable pg_cron ({_ENABLE_PG_CRON}), then run `conversation-storage migrate` again or apply "
+              f"sql/005_cleanup_schedule.sql again; or {_SYSTEM_CRON_CLEANUP}")
 
 
 def _diagnose_spool(settings: Settings, check: Callable[..., None]) -> None:

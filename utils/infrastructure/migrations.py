@@ -5,6 +5,10 @@ Every applied file is recorded (name and checksum) in
 a new file is applied exactly once. A file changed after it was applied is
 reported, not silently re-run. An advisory lock keeps two concurrent runs
 from applying the same file twice.
+
+The pg_cron schedule (sql/005) is the one file applied again: by any run that
+finds pg_cron enabled and the cleanup job missing, since the file schedules
+nothing until the operator enables pg_cron, often after it first ran.
 """
 
 from __future__ import annotations
@@ -17,6 +21,26 @@ from pathlib import Path
 from .errors import StorageConfigurationError, StorageError
 
 _LOCK_KEY = 0x636F6E76  # any constant shared by every run of this command
+
+#: Files edited after release: {file: {checksum of an earlier text: checksum
+#: of the text it counts as}}, so databases that ran the earlier text keep
+#: migrating. Only for edits that leave such databases as the new text
+#: would; anything else goes into a new file. A further edit of such a file
+#: is refused like any other until it gets an entry here. Say why with each.
+_EARLIER_CHECKSUMS: dict[str, dict[str, str]] = {
+    # 005 used to enable pg_cron itself where the role could (Supabase lets
+    # postgres); now it only schedules where the operator enabled pg_cron.
+    # Where the old text ran, the jobs it scheduled are the ones the new
+    # text schedules, and the extension it enabled stays: by now the
+    # operator may rely on it.
+    "005_cleanup_schedule.sql": {
+        "aa79d0a5ae2e56ddaa407b6146a8a207e8f4be894377c0f6eb931f007e388cb4":
+            "cddcad30952a9bf85c0acef8837da4d92ac1bbd7a769322ffe55a16dd1c2e90c",
+    },
+}
+
+_SCHEDULE_FILE = "005_cleanup_schedule.sql"
+_CLEANUP_JOB = "cleanup-expired-threads"
 
 _TABLE_DDL = """
 create table if not exists public.conversation_storage_migrations (
@@ -115,15 +139,18 @@ def _apply_pending(conn, files: list[SqlFile], dry_run: bool) -> list[str]:
     applied: dict[str, str] = {}
     if exists:
         applied = dict(conn.execute("select filename, checksum from public.conversation_storage_migrations"))
-    changed = [f.name for f in files if f.name in applied and applied[f.name] != f.checksum]
+    changed = [f.name for f in files if f.name in applied and not _same_migration(f, applied[f.name])]
     if changed:
         raise MigrationError(
             f"already applied but changed since: {', '.join(changed)}. Applied files must not be "
             "edited; put the change in a new file with a higher number."
         )
     pending = [f for f in files if f.name not in applied]
+    schedule = next((f for f in files if f.name == _SCHEDULE_FILE and f.name in applied), None)
+    if schedule is not None and not _cleanup_job_missing(conn):
+        schedule = None
     if dry_run:
-        return [f.name for f in pending]
+        return [f.name for f in pending] + ([schedule.name] if schedule else [])
     if not exists:
         with conn.transaction():
             conn.execute(_TABLE_DDL)
@@ -137,4 +164,30 @@ def _apply_pending(conn, files: list[SqlFile], dry_run: bool) -> list[str]:
                 )
         except Exception as exc:
             raise MigrationError(f"{sql_file.name} failed to apply (nothing of it was kept): {exc}") from exc
+    if schedule is not None:
+        try:
+            with conn.transaction():
+                conn.execute(schedule.text)
+        except Exception as exc:
+            raise MigrationError(f"{schedule.name} failed to schedule the cleanup job: {exc}") from exc
+        return [f.name for f in pending] + [schedule.name]
     return [f.name for f in pending]
+
+
+def _same_migration(sql_file: SqlFile, recorded: str) -> bool:
+    return sql_file.checksum in (recorded, _EARLIER_CHECKSUMS.get(sql_file.name, {}).get(recorded))
+
+
+def _cleanup_job_missing(conn) -> bool:
+    """Whether pg_cron is enabled and this role sees no cleanup job (pg_cron shows each role its own)."""
+    import psycopg
+
+    enabled = conn.execute("select exists (select 1 from pg_catalog.pg_extension where extname = 'pg_cron')")
+    if not enabled.fetchone()[0]:
+        return False
+    try:
+        with conn.transaction():
+            found = conn.execute("select exists (select 1 from cron.job where jobname = %s)", (_CLEANUP_JOB,))
+            return not found.fetchone()[0]
+    except psycopg.errors.InsufficientPrivilege:
+        return False  # the file could not schedule as this role either; doctor tells
