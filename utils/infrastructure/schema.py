@@ -7,7 +7,7 @@ from typing import Any
 from .errors import StoragePermissionError, StorageSchemaError
 
 #: The schema version of this library's sql/; storage_health() reports the installed one.
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 #: The oldest installed schema this library runs on. Version 9 (sql/013) only
 #: makes replays and erasures safer; the failover layer warns without it.
 REQUIRED_SCHEMA_VERSION = 8
