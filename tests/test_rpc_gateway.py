@@ -790,11 +790,15 @@ def test_no_free_connection_in_time_is_504_pgrst003(stack):
 
 
 def test_no_connection_to_be_had_is_503_pgrst000(stack):
-    # The database refuses new connections, as a stopped server would.
+    # The database refuses new connections, as a stopped server would. The
+    # function is in the schema cache: PostgREST answers PGRST202 for any
+    # other without asking the database.
     name = "gw_test_refusing"
     with stack.connect() as admin:
         admin.execute(f"drop database if exists {name}")
         admin.execute(f"create database {name}")
+    with stack.server.connect(name) as conn:
+        conn.execute("create function public.gw_test_answer() returns integer language sql as $$ select 42 $$")
     gateway = RpcGateway(make_conninfo(stack.gateway.dsn, dbname=name), JWT_SECRET, keys=stack.keys,
                          pool_timeout=0.5).start()
     try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from .database import AUTHENTICATOR_PASSWORD, PG_CRON_SETTINGS, apply_sql, prepare_supabase_database
 from .postgres_server import PostgresServer
 from .rpc_gateway import RpcGateway
-from .supabase_edge import JWT_SECRET, make_key  # noqa: F401 (re-exported: tests import them from here)
+from .supabase_edge import JWT_SECRET, make_key  # tests import both from here too
 
 
 class LocalSupabase:
@@ -23,8 +23,9 @@ class LocalSupabase:
     ``postgres`` cannot enable extensions itself here: pg_cron comes enabled,
     as if from the dashboard) and pgsodium; pg_cron actually launching jobs
     (``cron.max_running_jobs=0``); Supavisor (no transaction pooler on port
-    6543); PostgREST's schema cache and Supabase's reload trigger; network
-    latency and TLS. The gateway's own gaps are listed in rpc_gateway.py.
+    6543); network latency and TLS. The gateway's own gaps are listed in
+    rpc_gateway.py. Recreated besides: the gateway's schema cache and
+    Supabase's event triggers that reload it after DDL (schema_cache.py).
     """
 
     def __init__(self, *, apply_schema: bool = True, durable: bool = False) -> None:

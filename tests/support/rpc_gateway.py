@@ -24,9 +24,12 @@ Error.hs, Plan.hs, MainTx.hs, Auth.hs):
   the anon role when missing, and the resolved role is written back into the
   claims. No token, or a scheme other than Bearer, runs as anon. A bad token is
   401 ``PGRST301``, an expired or not-yet-valid one 401 ``PGRST303``.
-- One READ COMMITTED transaction per request, READ ONLY when the function is
-  STABLE or IMMUTABLE (a write then fails with 25006 -> 405), read-write when
-  VOLATILE: ``set_config('role', ..., true)``,
+- Functions come from a schema cache (:mod:`tests.support.schema_cache`),
+  loaded at start and again on ``NOTIFY pgrst, 'reload schema'``: a function
+  created since is 404 ``PGRST202``, a dropped one fails in Postgres (42883).
+- One READ COMMITTED transaction per request, begun READ ONLY when the
+  function is STABLE or IMMUTABLE (a write then fails with 25006 -> 405),
+  read-write when VOLATILE: ``set_config('role', ..., true)``,
   ``set_config('request.jwt.claims', ..., true)``, the role's own settings
   (e.g. statement_timeout), ``search_path``, then the call; any error rolls
   everything back. A POST's schema is chosen by ``Content-Profile`` (406
@@ -51,11 +54,10 @@ overloads (PGRST203). Ignored, where PostgREST would act: ``Prefer`` headers
 (params=single-object, count, tx=rollback, handling=strict), ``Accept`` media
 types (the answer is always JSON), filters and ordering on RPC results, JWT
 ``aud`` checks, ``pre-request`` functions, per-role or per-function isolation
-levels. There is no schema cache: functions are looked up on every request,
-so schema changes are visible at once (PostgREST needs ``NOTIFY pgrst, 'reload
-schema'``), and the READ ONLY mode is set after that lookup, not at BEGIN.
-Where PostgREST fails a server-down request at once, this gateway waits for
-``pool_timeout`` first. Of Supabase's gateway it has no rate limits, CORS,
+levels. A schema reload is seen by every request sent after its NOTIFY
+committed, where PostgREST reloads in the background and a request right after
+may still find the old cache. Where PostgREST fails a server-down request at
+once, this gateway waits for ``pool_timeout`` first. Of Supabase's gateway it has no rate limits, CORS,
 request size limits, JWT-signing-key (JWKS, asymmetric) support, other
 services (auth, storage), no TLS, no HTTP/2, and no timeouts of its own: a
 slow function is answered whenever it finishes, never 504 by the gateway
@@ -81,15 +83,15 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 import jwt
 import psycopg
 from psycopg import IsolationLevel, sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from .schema_cache import Function, SchemaCache
 from .supabase_edge import Edge, EdgeAnswer, ProjectKeys, fault_answer
 
 EDGE_PREFIX = "/rest/v1"  # Supabase's gateway; what follows is PostgREST's path
@@ -109,32 +111,6 @@ class GatewayError(Exception):
         self.headers = dict(headers or {})
         if code:
             self.headers.setdefault("Proxy-Status", f"PostgREST; error={code}")
-
-
-@dataclass(frozen=True)
-class Function:
-    schema: str
-    name: str
-    inputs: tuple[tuple[str, str], ...]  # (parameter name, declared type), in order
-    n_defaults: int
-    returns_set: bool
-    returns_void: bool
-    volatility: str  # pg_proc.provolatile: i(mmutable), s(table), v(olatile)
-
-    @property
-    def required(self) -> set[str]:
-        return {name for name, _ in self.inputs[: len(self.inputs) - self.n_defaults]}
-
-    @property
-    def all_names(self) -> set[str]:
-        return {name for name, _ in self.inputs}
-
-    @property
-    def read_only(self) -> bool:
-        return self.volatility in ("i", "s")
-
-    def accepts(self, keys: set[str]) -> bool:
-        return self.required <= keys <= self.all_names
 
 
 def http_status(sqlstate: str, authenticated: bool) -> int:
@@ -161,10 +137,9 @@ def http_status(sqlstate: str, authenticated: bool) -> int:
 
 
 def _configure(conn: psycopg.Connection) -> None:
-    # PostgREST begins every transaction as READ COMMITTED, READ WRITE; a
-    # STABLE/IMMUTABLE call is switched to read only once the function is known.
+    # PostgREST begins every transaction as READ COMMITTED; READ ONLY or not
+    # is chosen per request from the called function's volatility.
     conn.isolation_level = IsolationLevel.READ_COMMITTED
-    conn.read_only = False
 
 
 class RpcGateway:
@@ -209,6 +184,8 @@ class RpcGateway:
         self._server.gateway = self  # type: ignore[attr-defined]
         self._thread: threading.Thread | None = None
         self._role_settings: dict[str, list[tuple[str, str]]] = {}
+        #: The exposed schema's functions as PostgREST caches them (schema_cache.py).
+        self.schema_cache = SchemaCache(dsn, schema, wait_timeout=pool_timeout)
 
     @property
     def url(self) -> str:
@@ -227,6 +204,7 @@ class RpcGateway:
     def start(self) -> RpcGateway:
         self._pool.open(wait=True, timeout=30)
         self._role_settings = self._load_role_settings()
+        self.schema_cache.start()
         self._thread = threading.Thread(target=self._server.serve_forever, name="rpc-gateway", daemon=True)
         self._thread.start()
         return self
@@ -234,9 +212,10 @@ class RpcGateway:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+        self.schema_cache.stop()
         self._pool.close()
 
-    def __enter__(self) -> RpcGateway:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -257,11 +236,14 @@ class RpcGateway:
         authenticated = role != self.anon_role
         claims = {**claims, "role": role}  # PostgREST adds the resolved role
         args = self._arguments(body)
+        self.schema_cache.catch_up()
+        target = self._find_function(function, set(args))
         try:
-            with self._connection() as conn, conn.transaction():
-                target = self._find_function(conn, function, set(args))
-                self._begin(conn, role, claims, read_only=target.read_only)
-                return self._call(conn, target, args)
+            with self._connection() as conn:
+                conn.read_only = target.read_only  # BEGIN ... READ ONLY, as PostgREST opens the transaction
+                with conn.transaction():
+                    self._begin(conn, role, claims)
+                    return self._call(conn, target, args)
         except psycopg.Error as exc:
             raise self._database_error(exc, authenticated) from exc
 
@@ -328,16 +310,14 @@ class RpcGateway:
                                "This gateway only accepts a JSON object of named arguments (bulk calls are not implemented)")
         return args
 
-    def _begin(self, conn: psycopg.Connection, role: str, claims: dict[str, Any], *, read_only: bool) -> None:
-        # Switching to read only is allowed mid-transaction (only the way back is not).
-        settings = [("transaction_read_only", "on")] if read_only else []
-        settings += [("role", role), ("request.jwt.claims", json.dumps(claims)), ("search_path", f'"{self.schema}"')]
+    def _begin(self, conn: psycopg.Connection, role: str, claims: dict[str, Any]) -> None:
+        settings = [("role", role), ("request.jwt.claims", json.dumps(claims)), ("search_path", f'"{self.schema}"')]
         settings += self._role_settings.get(role, [])
         query = "select " + ", ".join(["set_config(%s, %s, true)"] * len(settings))
         conn.execute(query, [value for pair in settings for value in pair])
 
-    def _find_function(self, conn: psycopg.Connection, name: str, keys: set[str]) -> Function:
-        candidates = [f for f in self._functions(conn, name) if f.accepts(keys)]
+    def _find_function(self, name: str, keys: set[str]) -> Function:
+        candidates = [f for f in self.schema_cache.functions(name) if f.accepts(keys)]
         if len(candidates) == 1:
             return candidates[0]
         if len(candidates) > 1:
@@ -355,36 +335,6 @@ class RpcGateway:
             details=f"Searched for the function {searched} or with a single unnamed json/jsonb parameter,"
                     " but no matches were found in the schema cache.",
         )
-
-    def _functions(self, conn: psycopg.Connection, name: str) -> list[Function]:
-        rows = conn.execute(
-            """
-            select p.proname, p.pronargdefaults, p.proretset,
-                   p.prorettype = 'pg_catalog.void'::pg_catalog.regtype,
-                   p.provolatile::text,
-                   coalesce(p.proargnames, '{}'),
-                   coalesce(p.proargmodes::text[], '{}'),
-                   array(select pg_catalog.format_type(t, null)
-                           from unnest(coalesce(p.proallargtypes, p.proargtypes::oid[]))
-                                with ordinality as u(t, i) order by i)
-              from pg_catalog.pg_proc p
-              join pg_catalog.pg_namespace n on n.oid = p.pronamespace
-             where n.nspname = %s and p.proname = %s and p.prokind = 'f'
-            """,
-            (self.schema, name),
-        ).fetchall()
-        functions = []
-        for proname, n_defaults, returns_set, returns_void, volatility, names, modes, types in rows:
-            inputs = []
-            for i, type_name in enumerate(types):
-                mode = modes[i] if modes else "i"
-                if mode in ("i", "b", "v"):
-                    inputs.append((names[i] if i < len(names) else "", type_name))
-            if any(not arg_name for arg_name, _ in inputs):
-                continue  # unnamed parameters: not callable by name
-            functions.append(Function(self.schema, proname, tuple(inputs), n_defaults, returns_set, returns_void,
-                                      volatility))
-        return functions
 
     @staticmethod
     def _call(conn: psycopg.Connection, fn: Function, args: dict[str, Any]) -> tuple[int, bytes | None]:
@@ -438,7 +388,7 @@ class RpcGateway:
             status = int(spec["status"])
             headers = {str(k): str(v) for k, v in (spec.get("headers") or {}).items()}
             if not isinstance(body, dict):
-                raise ValueError("message is not an object")
+                raise TypeError("message is not an object")
         except (ValueError, KeyError, TypeError, AttributeError):
             return GatewayError(500, "PGRST121", "Could not parse JSON in the RAISE SQLSTATE 'PGRST' error",
                                 details=f"message: {message}; detail: {detail}")
@@ -481,10 +431,10 @@ class _Handler(BaseHTTPRequestHandler):
         # second one waits for the client's delayed ACK (~40 ms per request).
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         self._dispatch("POST")
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         gateway: RpcGateway = self.server.gateway  # type: ignore[attr-defined]
         if self.path == COUNTS_PATH:  # for benchmarks running the gateway as a separate process
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -526,7 +476,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(answer.status, answer.body, answer.headers)
         except GatewayError as exc:
             self._send(exc.status, json.dumps(exc.body).encode(), exc.headers)
-        except Exception as exc:  # a gateway bug must still answer, not hang the client
+        except Exception as exc:  # noqa: BLE001 (a gateway bug must still answer, not hang the client)
             self._send(500, json.dumps({"code": "PGRST000", "message": f"gateway error: {exc}",
                                         "details": None, "hint": None}).encode(), {})
         else:
@@ -554,7 +504,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # tests read counts, not access logs
 
 

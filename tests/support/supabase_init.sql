@@ -7,11 +7,12 @@
 -- 20221028101028_set_authenticator_timeout.sql, 20221103090837_revoke_admin.sql,
 -- 20230201083204_grant_auth_roles_to_postgres.sql, 20230306081037_grant_pg_monitor_to_postgres.sql,
 -- 20230529180330_alter_api_roles_for_inherit.sql, 20240606060239_grant_predefined_roles_to_postgres.sql,
--- 20231130133139_set_lock_timeout_to_authenticator_role.sql, and
+-- 20231130133139_set_lock_timeout_to_authenticator_role.sql,
+-- 20220321174452_fix-postgrest-alter-type-event-trigger.sql, and
 -- ansible/files/postgresql_extension_custom_scripts/pg_cron/after-create.sql).
 -- Only what touches this project is recreated: roles, their settings and
--- memberships, schema grants, default privileges, the `extensions` schema and
--- pg_cron's grants. Auth, storage, realtime, pgsodium and supautils are not.
+-- memberships, schema grants, default privileges, the `extensions` schema,
+-- PostgREST's schema-reload event triggers and pg_cron's grants. Auth, storage, realtime, pgsodium and supautils are not.
 --
 -- Runs as the cluster's superuser `supabase_admin` on database `postgres`.
 -- The two passwords are filled in by tests/support/database.py.
@@ -60,6 +61,39 @@ grant pg_read_all_data, pg_signal_backend, pg_monitor to postgres;
 alter role anon inherit;
 alter role authenticated inherit;
 alter role service_role inherit;
+
+-- PostgREST serves functions from its schema cache; Supabase reloads it after
+-- every DDL that could change what the API exposes, temporary objects aside.
+create function extensions.pgrst_ddl_watch() returns event_trigger language plpgsql as $$
+begin
+    if exists (
+        select from pg_event_trigger_ddl_commands() c
+         where c.schema_name is distinct from 'pg_temp'
+           and c.command_tag = any (array[
+               'CREATE SCHEMA', 'ALTER SCHEMA', 'CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE',
+               'CREATE FOREIGN TABLE', 'ALTER FOREIGN TABLE', 'CREATE VIEW', 'ALTER VIEW',
+               'CREATE MATERIALIZED VIEW', 'ALTER MATERIALIZED VIEW', 'CREATE FUNCTION', 'ALTER FUNCTION',
+               'CREATE TRIGGER', 'CREATE TYPE', 'ALTER TYPE', 'CREATE RULE', 'COMMENT'])
+    ) then
+        notify pgrst, 'reload schema';
+    end if;
+end $$;
+
+create function extensions.pgrst_drop_watch() returns event_trigger language plpgsql as $$
+begin
+    if exists (
+        select from pg_event_trigger_dropped_objects() o
+         where not o.is_temporary
+           and o.object_type = any (array[
+               'schema', 'table', 'foreign table', 'view', 'materialized view', 'function', 'trigger', 'type',
+               'rule'])
+    ) then
+        notify pgrst, 'reload schema';
+    end if;
+end $$;
+
+create event trigger pgrst_ddl_watch on ddl_command_end execute function extensions.pgrst_ddl_watch();
+create event trigger pgrst_drop_watch on sql_drop execute function extensions.pgrst_drop_watch();
 
 -- pg_cron enabled from the dashboard: created by the superuser, then its
 -- after-create script hands it to `postgres` (USAGE on the schema, every
