@@ -39,6 +39,9 @@ class StoragePermissionError(StorageError):
 class StorageSchemaError(StorageError):
     """The table or functions the library needs are missing or out of date."""
 
+    #: The store has no such function (yet): an older schema, or a schema cache not reloaded.
+    missing_function = False
+
 
 class StorageClosedError(StorageError):
     """The storage object was closed and cannot be used any more."""

@@ -42,7 +42,7 @@ from typing import Any
 
 from .errors import StorageError, StorageUnavailableError
 from .remote_calls import RemoteFunctionStorage, set_if_version_call, unix_time
-from .schema import SCHEMA_VERSION
+from .schema import REPLAY_ORDERING_SCHEMA_VERSION
 from .server_clock import ServerClock
 from .spool import Spool, SpooledWrite, SpoolError
 
@@ -378,7 +378,8 @@ class FailoverStorage(RemoteFunctionStorage):
         """The half-open probe; its answer also measures the server's clock."""
         sent = time.monotonic()
         report = self.primary.health()
-        if report.get("schema_version", SCHEMA_VERSION) < SCHEMA_VERSION and not self._warned_schema:
+        if report.get("schema_version", REPLAY_ORDERING_SCHEMA_VERSION) < REPLAY_ORDERING_SCHEMA_VERSION \
+                and not self._warned_schema:
             self._warned_schema = True
             logger.warning(
                 "the database has storage schema version %s: replays are not yet ordered against every "

@@ -11,7 +11,7 @@ from typing import Any
 
 from .async_base_storage import AsyncThreadStorage
 from .base_storage import USER_ERASE_BATCH, ThreadStorage
-from .errors import StorageValueError
+from .errors import StorageSchemaError, StorageValueError
 from .function_calls import (  # noqa: F401 - also this module's names for the failover layer and tests
     HEALTH_CALL,
     STATS_CALL,
@@ -30,6 +30,7 @@ from .function_calls import (  # noqa: F401 - also this module's names for the f
 )
 from .near_cache import NearCache
 from .near_cache_calls import PlannedRead, PlannedWrite, near_cache_of, patch_refused, remember_written
+from .schema_fallbacks import instead_of, near_cache_unsupported, warn_near_cache_off
 from .spool import SpooledWrite
 from .thread_info import ThreadInfo
 
@@ -46,13 +47,19 @@ class RemoteFunctionStorage(ThreadStorage):
         super().__init__(max_value_bytes=max_value_bytes)
         #: None when off; see near_cache.py.
         self.near_cache = near_cache_of(near_cache)
+        #: Why this store runs the way of an older schema (schema_fallbacks.py), once it does.
+        self.older_schema: str | None = None
         #: Why the failover layer that should wrap this store could not start (its spool), if so.
         self.failover_error: str | None = None
 
     def health(self) -> dict[str, Any]:
         """Check reachability, role and schema version; return the server's report."""
         self._ensure_open()
-        return self._invoke(HEALTH_CALL)
+        report = self._invoke(HEALTH_CALL)
+        reason = near_cache_unsupported(report)
+        if reason is not None and self.near_cache is not None:
+            _older_schema(self, reason)
+        return report
 
     def status(self) -> dict[str, Any]:
         """As :meth:`FailoverStorage.status`: here calls go straight to the store, with no spool."""
@@ -143,7 +150,12 @@ class RemoteFunctionStorage(ThreadStorage):
             self.near_cache.clear()
 
     def _invoke(self, call: Call) -> Any:
-        return call.decode(self._call(call.function, call.params))
+        try:
+            return call.decode(self._call(call.function, call.params))
+        except StorageSchemaError as error:
+            instead = instead_of(call, error)
+            _older_schema(self, f"{call.function}() is missing: {error}")
+            return instead.answer if instead.call is None else self._invoke(instead.call)
 
     @abstractmethod
     def _call(self, function: str, params: dict[str, Any]) -> Any:
@@ -156,10 +168,15 @@ class AsyncRemoteFunctionStorage(AsyncThreadStorage):
     def __init__(self, *, max_value_bytes: int | None = None, near_cache: bool | NearCache | None = True) -> None:
         super().__init__(max_value_bytes=max_value_bytes)
         self.near_cache = near_cache_of(near_cache)
+        self.older_schema: str | None = None
 
     async def health(self) -> dict[str, Any]:
         self._ensure_open()
-        return await self._invoke(HEALTH_CALL)
+        report = await self._invoke(HEALTH_CALL)
+        reason = near_cache_unsupported(report)
+        if reason is not None and self.near_cache is not None:
+            _older_schema(self, reason)
+        return report
 
     async def _set(self, key, ttl_seconds, value, user_id, metadata) -> None:
         cache = self.near_cache
@@ -226,7 +243,22 @@ class AsyncRemoteFunctionStorage(AsyncThreadStorage):
         )
 
     async def _invoke(self, call: Call) -> Any:
-        return call.decode(await self._call(call.function, call.params))
+        try:
+            return call.decode(await self._call(call.function, call.params))
+        except StorageSchemaError as error:
+            instead = instead_of(call, error)
+            _older_schema(self, f"{call.function}() is missing: {error}")
+            return instead.answer if instead.call is None else await self._invoke(instead.call)
 
     @abstractmethod
     async def _call(self, function: str, params: dict[str, Any]) -> Any: ...
+
+
+def _older_schema(storage: RemoteFunctionStorage | AsyncRemoteFunctionStorage, reason: str) -> None:
+    """Switch the near cache off for good; say once why and what to run."""
+    cache, storage.near_cache = storage.near_cache, None
+    if cache is not None:
+        cache.clear()
+    if storage.older_schema is None:
+        storage.older_schema = reason
+        warn_near_cache_off(type(storage).__name__, reason)

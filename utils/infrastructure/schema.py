@@ -8,9 +8,12 @@ from .errors import StoragePermissionError, StorageSchemaError
 
 #: The schema version of this library's sql/; storage_health() reports the installed one.
 SCHEMA_VERSION = 10
-#: The oldest installed schema this library runs on. Version 9 (sql/013) only
-#: makes replays and erasures safer; the failover layer warns without it.
-REQUIRED_SCHEMA_VERSION = 8
+#: The oldest installed schema this library runs on (sql/010): every operation
+#: has its function there. Newer files add the near cache, which stays off
+#: below version 10 (schema_fallbacks.py), and make replays safer.
+REQUIRED_SCHEMA_VERSION = 7
+#: Replays ordered against every direct write and erase (sql/013); the failover layer warns without it.
+REPLAY_ORDERING_SCHEMA_VERSION = 9
 
 
 def check_health(report: Any) -> dict[str, Any]:

@@ -18,6 +18,8 @@ from .schema import SCHEMA_VERSION
 
 _PERMISSION_CODES = {"42501", "401", "403", "PGRST300", "PGRST301", "PGRST302", "PGRST303"}
 _SCHEMA_CODES = {"PGRST202", "PGRST203", "PGRST205", "42883", "42P01", "404"}
+#: No such function (PostgREST's schema cache, or Postgres itself): see schema_fallbacks.py.
+_MISSING_FUNCTION_CODES = {"PGRST202", "42883"}
 # PGRST000/001: no database connection; PGRST002: schema cache not loaded;
 # PGRST003: PostgREST's pool had no free connection in time (504).
 _UNAVAILABLE_CODES = {"502", "503", "504", "520", "PGRST000", "PGRST001", "PGRST002", "PGRST003"}
@@ -41,11 +43,13 @@ def error_for_code(code: str | None, message: str | None, *, operation: str, whe
             "anon/publishable key and user tokens cannot reach conversation_threads."
         )
     if code in _SCHEMA_CODES:
-        return StorageSchemaError(
+        error = StorageSchemaError(
             f"{where} has no usable {operation}(): {detail}. Apply the files of sql/ in order "
             f"(schema version {SCHEMA_VERSION}) in the SQL editor or with psql; on Supabase also "
             "reload PostgREST's schema cache (NOTIFY pgrst, 'reload schema')."
         )
+        error.missing_function = code in _MISSING_FUNCTION_CODES
+        return error
     if code.startswith(("08", "53", "57")) or code in _UNAVAILABLE_CODES:
         error = StorageUnavailableError(f"{where} could not run {operation}: {detail}")
         error.may_run_later = not (code in _NOT_RUN_CODES or code.startswith(("53", "57")))
