@@ -18,10 +18,12 @@ import psycopg
 import pytest
 
 from tests.support.database import PROJECT_ROOT, apply_sql, sql_files
+from tests.support.local_supabase import LocalSupabase
 from tests.support.postgres_server import PASSWORD
 from utils.infrastructure.backend_factory import create_storage
 from utils.infrastructure.failover_storage import FailoverStorage
 from utils.infrastructure.settings import load_settings
+from utils.infrastructure.supabase_storage import SupabaseStorage
 
 #: The last commit at schema version 9, before sql/015 made versions random.
 PREVIOUS = "c6e9a80"
@@ -165,3 +167,30 @@ def test_the_previous_library_runs_on_todays_schema(database, tmp_path):
     assert seen["held"] == '{"turns": [1, 2]}'
     assert json.loads(seen["edited"]) == {"turns": [1, 2], "edited": True}  # its near cache follows the edit
     assert seen["stored"] == '{"turns": [1, 2, 3]}'  # its patch was refused, not merged into the edit
+
+
+def test_functions_newer_than_postgrests_schema_cache_are_not_needed(caplog):
+    # A PostgREST of one's own: no event trigger reloads its cache after DDL.
+    project = LocalSupabase(apply_schema=False)
+    try:
+        with project.connect() as admin:
+            admin.execute("alter event trigger pgrst_ddl_watch disable")
+            admin.execute("alter event trigger pgrst_drop_watch disable")
+        with project.connect_as_owner() as owner:
+            apply_sql(owner, [path for path in sql_files() if path.name < "011"])
+            owner.execute("notify pgrst, 'reload schema'")  # the schema version 7 the daemons ran on
+        with project.connect_as_owner() as owner:
+            apply_sql(owner, [path for path in sql_files() if path.name >= "011"])  # migrate, no reload
+        with SupabaseStorage(project.url, project.secret_key) as storage:
+            assert storage.health()["schema_version"] == 10
+            with caplog.at_level(logging.WARNING, logger="conversation_storage"):
+                assert _pal_exchange(storage) == EXCHANGED
+            assert storage.near_cache is None
+            assert "thread_put() is missing" in caplog.text and "PGRST202" in caplog.text
+        with project.connect() as admin:
+            admin.execute("notify pgrst, 'reload schema'")
+        with SupabaseStorage(project.url, project.secret_key) as storage:
+            assert _pal_exchange(storage) == EXCHANGED
+            assert storage.near_cache is not None
+    finally:
+        project.close()
