@@ -7,6 +7,7 @@ commit's utils/infrastructure/, run in a process of its own.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import subprocess
@@ -22,6 +23,8 @@ from tests.support.local_supabase import LocalSupabase
 from tests.support.postgres_server import PASSWORD
 from utils.infrastructure.backend_factory import create_storage
 from utils.infrastructure.failover_storage import FailoverStorage
+from utils.infrastructure.near_cache import NearCache
+from utils.infrastructure.postgres_storage import AsyncPostgresStorage
 from utils.infrastructure.settings import load_settings
 from utils.infrastructure.supabase_storage import SupabaseStorage
 
@@ -194,3 +197,21 @@ def test_functions_newer_than_postgrests_schema_cache_are_not_needed(caplog):
             assert storage.near_cache is not None
     finally:
         project.close()
+
+
+def test_the_asyncio_face_falls_back_the_same_way(database, caplog):
+    dsn = database([path for path in sql_files() if path.name < "011"])
+
+    async def exchange() -> tuple:
+        storage = await AsyncPostgresStorage.create(dsn, near_cache=NearCache(patch_min_chars=0))
+        try:
+            await storage.setex("thread:a", TTL, '{"turns": [1]}')
+            await storage.setex("thread:a", TTL, '{"turns": [1, 2]}')
+            return await storage.get("thread:a"), await storage.get("thread:a"), storage.near_cache
+        finally:
+            await storage.close()
+
+    with caplog.at_level(logging.WARNING, logger="conversation_storage"):
+        first, again, cache = asyncio.run(exchange())
+    assert first == again == '{"turns": [1, 2]}'
+    assert cache is None and caplog.text.count("conversation-storage migrate") == 1
