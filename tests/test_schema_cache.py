@@ -1,18 +1,20 @@
-"""The gateway's schema cache against PostgREST's: functions are known as of the last load.
+"""The gateway's schema cache against PostgREST's: functions and role settings as of the last load.
 
 A plain database (no event trigger) needs ``NOTIFY pgrst`` after DDL, as a
 plain PostgREST does; the Supabase-shaped one reloads by itself through
-Supabase's ``pgrst_ddl_watch`` / ``pgrst_drop_watch`` event triggers.
-Everything goes over HTTP through the gateway with the real database behind.
+Supabase's ``pgrst_ddl_watch`` / ``pgrst_drop_watch`` event triggers. Role
+settings are read again on ``NOTIFY pgrst, 'reload config'``. Everything goes
+over HTTP through the gateway with the real database behind.
 """
 
 from __future__ import annotations
 
 import httpx
+import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from tests.support.local_supabase import JWT_SECRET
+from tests.support.local_supabase import JWT_SECRET, make_key
 from tests.support.rpc_gateway import RpcGateway
 
 PLAIN_DB = "gw_schema_cache_plain"
@@ -39,9 +41,10 @@ def plain_sql(local_supabase, plain):
         yield conn.execute
 
 
-def call(gateway: RpcGateway, key: str, fn: str, body: dict | None = None) -> httpx.Response:
+def call(gateway: RpcGateway, key: str, fn: str, body: dict | None = None, *, token: str | None = None):
+    """POST /rest/v1/rpc/{fn} as supabase-py sends it: apikey ``key``, Bearer ``token`` (else the key)."""
     return httpx.post(f"{gateway.url}/rest/v1/rpc/{fn}", json=body or {}, timeout=15,
-                      headers={"apikey": key, "Authorization": f"Bearer {key}"})
+                      headers={"apikey": key, "Authorization": f"Bearer {token or key}"})
 
 
 def test_a_function_created_after_start_is_pgrst202_until_notify_pgrst(plain, plain_sql, local_supabase):
@@ -126,3 +129,51 @@ def test_temporary_objects_and_grants_do_not_reload(local_supabase):
         owner.execute("grant execute on function public.storage_health() to service_role")
     assert local_supabase.gateway.schema_cache.catch_up()
     assert local_supabase.gateway.schema_cache.loads == loads
+
+
+# -- role settings (PostgREST reads them with its config: at start and on 'reload config') --
+
+
+@pytest.fixture
+def reload_config(plain_sql):
+    """Change role settings for the test, then put them back; the plain gateway re-reads them each time."""
+    changed: list[tuple[str, str]] = []
+
+    def alter(role: str, name: str, value: str) -> None:
+        plain_sql(f"alter role {role} set {name} = '{value}'")
+        changed.append((role, name))
+        plain_sql("notify pgrst, 'reload config'")
+
+    yield alter
+    for role, name in changed:
+        plain_sql(f"alter role {role} reset {name}")
+    plain_sql("notify pgrst, 'reload config'")
+
+
+def test_only_role_settings_the_login_may_set_itself_are_applied(plain, plain_sql, local_supabase, reload_config):
+    plain_sql("create or replace function public.role_probe() returns json language sql as $$"
+              " select json_build_object('timeout', current_setting('statement_timeout'),"
+              " 'replication_role', current_setting('session_replication_role')) $$")
+    plain_sql("notify pgrst, 'reload schema'")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied to set parameter"), \
+            psycopg.connect(plain.dsn, autocommit=True) as authenticator:
+        authenticator.execute("select set_config('session_replication_role', 'replica', true)")
+    reload_config("anon", "session_replication_role", "replica")
+    seen = call(plain, local_supabase.anon_key, "role_probe")
+    assert (seen.status_code, seen.json()) == (200, {"timeout": "3s", "replication_role": "origin"})
+
+
+def test_isolation_levels_come_from_the_function_then_the_role(plain, plain_sql, local_supabase, reload_config):
+    plain_sql("create or replace function public.iso_default() returns text language sql"
+              " as $$ select current_setting('transaction_isolation') $$")
+    plain_sql("create or replace function public.iso_serializable() returns text language sql"
+              " set default_transaction_isolation = 'serializable'"
+              " as $$ select current_setting('transaction_isolation') $$")
+    plain_sql("notify pgrst, 'reload schema'")
+    key, user = local_supabase.anon_key, make_key("authenticated", expires_in=600)
+    assert call(plain, key, "iso_default", token=user).json() == "read committed"
+    assert call(plain, key, "iso_serializable", token=user).json() == "serializable"
+    reload_config("authenticated", "default_transaction_isolation", "repeatable read")
+    assert call(plain, key, "iso_default", token=user).json() == "repeatable read"
+    assert call(plain, key, "iso_serializable", token=user).json() == "serializable"
+    assert call(plain, key, "iso_default").json() == "read committed", "anon has no level of its own"

@@ -143,3 +143,18 @@ def test_catalog_follows_the_supabase_linter_rules(supabase_project):
         # The one definer reads pg_cron's job table, which only its owner may (see sql/008).
         assert not definer or name == "conversation_storage_cleanup_job_scheduled()", f"{name}: SECURITY DEFINER"
         assert not (anon or authenticated or public), f"{name}: executable by PUBLIC/anon/authenticated"
+
+
+@pytest.mark.parametrize(
+    ("credential", "status"),
+    [("anon key", 401), ("publishable key", 401), ("authenticated user", 403)],
+)
+def test_the_api_roles_are_refused_by_postgres_for_lack_of_execute(supabase_project, credential, status):
+    """The refusal is the function's privilege, not a role setting the request could not apply."""
+    headers = CREDENTIALS[credential](supabase_project)
+    with httpx.Client(base_url=supabase_project.url) as client:
+        for function, body in CALLS:
+            response = client.post(f"/rest/v1/rpc/{function}", json=body, headers=headers)
+            assert response.status_code == status, (function, response.text)
+            assert response.json()["code"] == "42501"
+            assert response.json()["message"] == f"permission denied for function {function}"

@@ -27,13 +27,16 @@ Error.hs, Plan.hs, MainTx.hs, Auth.hs):
 - Functions come from a schema cache (:mod:`tests.support.schema_cache`),
   loaded at start and again on ``NOTIFY pgrst, 'reload schema'``: a function
   created since is 404 ``PGRST202``, a dropped one fails in Postgres (42883).
-- One READ COMMITTED transaction per request, begun READ ONLY when the
-  function is STABLE or IMMUTABLE (a write then fails with 25006 -> 405),
-  read-write when VOLATILE: ``set_config('role', ..., true)``,
-  ``set_config('request.jwt.claims', ..., true)``, the role's own settings
-  (e.g. statement_timeout), ``search_path``, then the call; any error rolls
-  everything back. A POST's schema is chosen by ``Content-Profile`` (406
-  ``PGRST106`` for any other than the exposed one).
+- One transaction per request, READ COMMITTED unless the function's own or
+  else the role's ``default_transaction_isolation`` says otherwise, begun READ
+  ONLY when the function is STABLE or IMMUTABLE (a write then fails with
+  25006 -> 405), read-write when VOLATILE. In it, with ``set_config(...,
+  true)``: ``search_path``, the role's settings that the login may set itself
+  (``user`` context, or granted SET; e.g. statement_timeout, never a
+  superuser-only one), ``role``, ``request.jwt.claims``; then the call. Any
+  error rolls everything back. Role settings are read at start and on
+  ``NOTIFY pgrst, 'reload config'``. A POST's schema is chosen by
+  ``Content-Profile`` (406 ``PGRST106`` for any other than the exposed one).
 - The JSON body's keys must be the function's required parameters plus any
   subset of its defaulted ones, else 404 ``PGRST202``. Arguments are typed by
   the function's declared parameter types through ``json_to_record``, so a
@@ -53,11 +56,12 @@ body, a single unnamed json/jsonb parameter taking the whole body, ambiguous
 overloads (PGRST203). Ignored, where PostgREST would act: ``Prefer`` headers
 (params=single-object, count, tx=rollback, handling=strict), ``Accept`` media
 types (the answer is always JSON), filters and ordering on RPC results, JWT
-``aud`` checks, ``pre-request`` functions, per-role or per-function isolation
-levels. A schema reload is seen by every request sent after its NOTIFY
-committed, where PostgREST reloads in the background and a request right after
-may still find the old cache. Where PostgREST fails a server-down request at
-once, this gateway waits for ``pool_timeout`` first. Of Supabase's gateway it has no rate limits, CORS,
+``aud`` checks, ``pre-request`` functions, a function's own statement_timeout
+(PostgREST hoists it into the transaction). A schema reload is seen by every
+request sent after its NOTIFY committed, where PostgREST reloads in the
+background and a request right after may still find the old cache. Where
+PostgREST fails a server-down request at once, this gateway waits for
+``pool_timeout`` first. Of Supabase's gateway it has no rate limits, CORS,
 request size limits, JWT-signing-key (JWKS, asymmetric) support, other
 services (auth, storage), no TLS, no HTTP/2, and no timeouts of its own: a
 slow function is answered whenever it finishes, never 504 by the gateway
@@ -136,10 +140,10 @@ def http_status(sqlstate: str, authenticated: bool) -> int:
     return by_class.get(sqlstate[:2], 400)
 
 
-def _configure(conn: psycopg.Connection) -> None:
-    # PostgREST begins every transaction as READ COMMITTED; READ ONLY or not
-    # is chosen per request from the called function's volatility.
-    conn.isolation_level = IsolationLevel.READ_COMMITTED
+ISOLATION_LEVELS = {
+    "read uncommitted": IsolationLevel.READ_UNCOMMITTED, "read committed": IsolationLevel.READ_COMMITTED,
+    "repeatable read": IsolationLevel.REPEATABLE_READ, "serializable": IsolationLevel.SERIALIZABLE,
+}
 
 
 class RpcGateway:
@@ -175,7 +179,7 @@ class RpcGateway:
         self._busy_lock = threading.Lock()
         self._pool = ConnectionPool(
             dsn, min_size=1, max_size=pool_size, timeout=pool_timeout, open=False,
-            kwargs={"autocommit": False}, configure=_configure,
+            kwargs={"autocommit": False},
             # Like PostgREST, recover from a database restart instead of
             # failing once per pooled connection that the restart broke.
             check=ConnectionPool.check_connection,
@@ -183,7 +187,6 @@ class RpcGateway:
         self._server = _Server((host, port), _Handler)
         self._server.gateway = self  # type: ignore[attr-defined]
         self._thread: threading.Thread | None = None
-        self._role_settings: dict[str, list[tuple[str, str]]] = {}
         #: The exposed schema's functions as PostgREST caches them (schema_cache.py).
         self.schema_cache = SchemaCache(dsn, schema, wait_timeout=pool_timeout)
 
@@ -203,7 +206,6 @@ class RpcGateway:
 
     def start(self) -> RpcGateway:
         self._pool.open(wait=True, timeout=30)
-        self._role_settings = self._load_role_settings()
         self.schema_cache.start()
         self._thread = threading.Thread(target=self._server.serve_forever, name="rpc-gateway", daemon=True)
         self._thread.start()
@@ -240,7 +242,9 @@ class RpcGateway:
         target = self._find_function(function, set(args))
         try:
             with self._connection() as conn:
-                conn.read_only = target.read_only  # BEGIN ... READ ONLY, as PostgREST opens the transaction
+                # PostgREST opens the transaction with both: BEGIN ISOLATION LEVEL ... READ ONLY.
+                conn.read_only = target.read_only
+                conn.isolation_level = self._isolation(target, role)
                 with conn.transaction():
                     self._begin(conn, role, claims)
                     return self._call(conn, target, args)
@@ -310,9 +314,14 @@ class RpcGateway:
                                "This gateway only accepts a JSON object of named arguments (bulk calls are not implemented)")
         return args
 
+    def _isolation(self, target: Function, role: str) -> IsolationLevel:
+        level = target.isolation or self.schema_cache.role_isolation.get(role) or "read committed"
+        return ISOLATION_LEVELS.get(level.lower(), IsolationLevel.READ_COMMITTED)
+
     def _begin(self, conn: psycopg.Connection, role: str, claims: dict[str, Any]) -> None:
-        settings = [("role", role), ("request.jwt.claims", json.dumps(claims)), ("search_path", f'"{self.schema}"')]
-        settings += self._role_settings.get(role, [])
+        # PostgREST's order: the role's settings are set by the login itself, before switching role.
+        settings = [("search_path", f'"{self.schema}"'), *self.schema_cache.role_settings.get(role, ())]
+        settings += [("role", role), ("request.jwt.claims", json.dumps(claims))]
         query = "select " + ", ".join(["set_config(%s, %s, true)"] * len(settings))
         conn.execute(query, [value for pair in settings for value in pair])
 
@@ -395,24 +404,6 @@ class RpcGateway:
         error = GatewayError(status, None, "", headers=headers)
         error.body = {key: body.get(key) for key in ("code", "message", "details", "hint")}
         return error
-
-    def _load_role_settings(self) -> dict[str, list[tuple[str, str]]]:
-        with self._pool.connection() as conn:
-            rows = conn.execute(
-                """
-                select r.rolname, s.setconfig
-                  from pg_catalog.pg_db_role_setting s
-                  join pg_catalog.pg_roles r on r.oid = s.setrole
-                 where s.setdatabase in (0, (select oid from pg_catalog.pg_database
-                                             where datname = current_database()))
-                """
-            ).fetchall()
-        settings: dict[str, list[tuple[str, str]]] = {}
-        for role, config in rows:
-            for item in config:
-                name, _, value = item.partition("=")
-                settings.setdefault(role, []).append((name, value))
-        return settings
 
 
 class _Server(ThreadingHTTPServer):

@@ -4,8 +4,16 @@ As in PostgREST (AppState/Reload.hs, SchemaCache.hs): the exposed schema's
 functions are read once at start and served from memory; a function created
 later is unknown (404 ``PGRST202``) and a dropped one still looks present
 (the call then fails in Postgres, 42883) until a notification arrives on the
-channel ``pgrst`` with the payload ``reload schema`` or an empty one. Other
-payloads are ignored here (PostgREST's ``reload config`` re-reads settings).
+channel ``pgrst`` with the payload ``reload schema`` or an empty one.
+
+The settings of the roles requests switch to are read likewise (Config/Database.hs,
+queryRoleSettings): at start and on the payload ``reload config``; those of
+the roles the login is a member of, database-independent ones only
+(``pg_roles.rolconfig``), and of those only the ones the login may set
+itself: ``user`` context or, from Postgres 15, granted with ``GRANT SET``.
+A ``default_transaction_isolation`` among them is the role's isolation level,
+and one among a function's own settings (``proconfig``) overrides it.
+Other payloads are ignored.
 A LISTEN connection of the gateway's own login receives them; when it is
 lost, it is opened again with a growing delay, and the cache is read again
 once it is back, since notifications sent meanwhile are lost.
@@ -31,6 +39,8 @@ import psycopg
 
 CHANNEL = "pgrst"
 RELOAD_PAYLOADS = ("", "reload schema")
+RELOAD_CONFIG = "reload config"
+ISOLATION_SETTING = "default_transaction_isolation"
 FIRST_RETRY_SECONDS = 0.1  # PostgREST starts at 1 s; tests restart servers and want it back soon
 MAX_RETRY_SECONDS = 4.0
 
@@ -42,12 +52,29 @@ select p.proname, p.pronargdefaults, p.proretset,
        coalesce(p.proargmodes::text[], '{}'),
        array(select pg_catalog.format_type(t, null)
                from unnest(coalesce(p.proallargtypes, p.proargtypes::oid[])) with ordinality as u(t, i)
-              order by i)
+              order by i),
+       (select pg_catalog.split_part(c, '=', 2) from unnest(p.proconfig) as c
+         where pg_catalog.split_part(c, '=', 1) = 'default_transaction_isolation' limit 1)
   from pg_catalog.pg_proc p
   join pg_catalog.pg_namespace n on n.oid = p.pronamespace
  where n.nspname = %s and p.prokind = 'f'
    and p.prorettype <> 'pg_catalog.trigger'::pg_catalog.regtype
 """
+
+# A setting needs no privilege to be set by the login itself when it is of
+# user context; others only with GRANT SET (Postgres 15+). A superuser-only
+# one would fail the request with "permission denied to set parameter".
+ROLE_SETTINGS_SQL = """
+select r.rolname, pg_catalog.split_part(c.setting, '=', 1),
+       pg_catalog.substr(c.setting, pg_catalog.strpos(c.setting, '=') + 1)
+  from pg_catalog.pg_auth_members m
+  join pg_catalog.pg_roles r on r.oid = m.roleid
+ cross join lateral unnest(r.rolconfig) as c(setting)
+  join pg_catalog.pg_settings s on s.name = pg_catalog.split_part(c.setting, '=', 1)
+ where m.member = (select oid from pg_catalog.pg_roles where rolname = current_user)
+   and (s.context = 'user' {granted})
+"""
+GRANTED_SET = "or pg_catalog.has_parameter_privilege(current_user, s.name, 'SET')"
 
 
 @dataclass(frozen=True)
@@ -59,6 +86,7 @@ class Function:
     returns_set: bool
     returns_void: bool
     volatility: str  # pg_proc.provolatile: i(mmutable), s(table), v(olatile)
+    isolation: str | None = None  # its own default_transaction_isolation, e.g. "serializable"
 
     @property
     def required(self) -> set[str]:
@@ -79,7 +107,7 @@ class Function:
 def read_functions(conn: psycopg.Connection, schema: str) -> dict[str, tuple[Function, ...]]:
     """The functions of ``schema`` callable by named arguments, by name."""
     found: dict[str, list[Function]] = {}
-    for name, n_defaults, returns_set, returns_void, volatility, names, modes, types in conn.execute(
+    for name, n_defaults, returns_set, returns_void, volatility, names, modes, types, isolation in conn.execute(
         FUNCTIONS_SQL, (schema,)
     ):
         inputs = []
@@ -89,9 +117,22 @@ def read_functions(conn: psycopg.Connection, schema: str) -> dict[str, tuple[Fun
         if any(not arg_name for arg_name, _ in inputs):
             continue  # an unnamed parameter cannot be given by name
         found.setdefault(name, []).append(
-            Function(schema, name, tuple(inputs), n_defaults, returns_set, returns_void, volatility)
+            Function(schema, name, tuple(inputs), n_defaults, returns_set, returns_void, volatility, isolation)
         )
     return {name: tuple(functions) for name, functions in found.items()}
+
+
+def read_role_settings(conn: psycopg.Connection) -> tuple[dict[str, tuple[tuple[str, str], ...]], dict[str, str]]:
+    """(settings by role, isolation level by role) for the roles the login may switch to."""
+    granted = GRANTED_SET if conn.info.server_version >= 150000 else ""
+    settings: dict[str, list[tuple[str, str]]] = {}
+    isolation: dict[str, str] = {}
+    for role, name, value in conn.execute(ROLE_SETTINGS_SQL.format(granted=granted)):
+        if name == ISOLATION_SETTING:
+            isolation[role] = value
+        else:
+            settings.setdefault(role, []).append((name, value))
+    return {role: tuple(pairs) for role, pairs in settings.items()}, isolation
 
 
 class SchemaCache:
@@ -104,6 +145,9 @@ class SchemaCache:
         self.wait_timeout = wait_timeout
         #: Completed loads: the first at :meth:`start`, then one per reload.
         self.loads = 0
+        #: Settings applied when switching to each role, and roles' own isolation levels.
+        self.role_settings: dict[str, tuple[tuple[str, str], ...]] = {}
+        self.role_isolation: dict[str, str] = {}
         self._functions: dict[str, tuple[Function, ...]] = {}
         self._lock = threading.Lock()  # one user of the LISTEN connection at a time
         self._loaded = threading.Condition()
@@ -116,6 +160,7 @@ class SchemaCache:
     def start(self) -> SchemaCache:
         with self._lock:
             self._connect()
+            self._load_config(self._conn)
         self._thread = threading.Thread(target=self._listen, name="schema-cache-listener", daemon=True)
         self._thread.start()
         return self
@@ -161,6 +206,8 @@ class SchemaCache:
             # The server sends pending notifications before it says it is ready for the next query.
             conn.execute("select")
             received, self._received = self._received, []
+            if RELOAD_CONFIG in received:
+                self._load_config(conn)
             if any(payload in RELOAD_PAYLOADS for payload in received):
                 self._load(conn)
         except psycopg.Error:
@@ -188,6 +235,9 @@ class SchemaCache:
             self._functions = functions
             self.loads += 1
             self._loaded.notify_all()
+
+    def _load_config(self, conn: psycopg.Connection) -> None:
+        self.role_settings, self.role_isolation = read_role_settings(conn)
 
     def _close(self) -> None:
         if self._conn is not None:
