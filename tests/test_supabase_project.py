@@ -215,3 +215,36 @@ def test_migrate_leaves_its_record_of_applied_files_to_the_owner_alone():
         project.close()
     assert rights == []
     assert applied == len(list((PROJECT_ROOT / "sql").glob("*.sql")))
+
+
+def test_postgres_enables_pg_cron_itself_as_supautils_lets_it():
+    """Not a superuser, ``postgres`` creates pg_cron; it belongs to supabase_admin with Supabase's grants."""
+    import psycopg
+
+    project = LocalSupabase(apply_schema=False, pg_cron_enabled=False)
+    try:
+        with project.connect_as_owner() as owner:
+            superuser = "select rolsuper from pg_roles where rolname = 'postgres'"
+            assert owner.execute(superuser).fetchone() == (False,)
+            with owner.transaction(force_rollback=True):  # an attempt rolled back leaves postgres as it was
+                owner.execute("create extension pg_cron")
+            assert owner.execute(superuser).fetchone() == (False,)
+            assert owner.execute("select count(*) from pg_extension where extname = 'pg_cron'").fetchone() == (0,)
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied to create extension"):
+                owner.execute("create extension pageinspect")
+
+            owner.execute("create extension if not exists pg_cron")
+            owner.execute("create extension if not exists pg_cron")  # already enabled: a notice, no error
+            assert owner.execute(superuser).fetchone() == (False,)
+            assert owner.execute("select extowner::regrole::text, extnamespace::regnamespace::text from pg_extension"
+                                 " where extname = 'pg_cron'").fetchone() == ("supabase_admin", "pg_catalog")
+            job = owner.execute("select cron.schedule('probe', '0 * * * *', 'select 1')").fetchone()[0]
+            assert owner.execute("select jobname from cron.job where jobid = %s", (job,)).fetchone() == ("probe",)
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                owner.execute("delete from cron.job")
+        with project.connect() as admin, admin.transaction():
+            admin.execute("set local role service_role")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                admin.execute("select to_regclass('cron.job')")
+    finally:
+        project.close()

@@ -17,24 +17,28 @@ class LocalSupabase:
     database is ``postgres``, pg_cron is preloaded and enabled with Supabase's
     grants, and sql/ is applied by the role ``postgres``, which is not a
     superuser (as in the dashboard's SQL editor). ``apply_schema=False``
-    leaves sql/ out, like a project nobody has set up yet.
+    leaves sql/ out, like a project nobody has set up yet;
+    ``pg_cron_enabled=False`` leaves pg_cron to be enabled later, which
+    ``postgres`` may do itself with ``create extension pg_cron``.
 
-    Not recreated: the auth, storage and realtime schemas; supautils (so
-    ``postgres`` cannot enable extensions itself here: pg_cron comes enabled,
-    as if from the dashboard) and pgsodium; pg_cron actually launching jobs
+    Not recreated: the auth, storage and realtime schemas; supautils, except
+    that ``postgres`` may create pg_cron (emulated with event triggers, see
+    supabase_init.sql); pgsodium; pg_cron actually launching jobs
     (``cron.max_running_jobs=0``); Supavisor (no transaction pooler on port
     6543); network latency and TLS. The gateway's own gaps are listed in
     rpc_gateway.py. Recreated besides: the gateway's schema cache and
     Supabase's event triggers that reload it after DDL (schema_cache.py).
     """
 
-    def __init__(self, *, apply_schema: bool = True, durable: bool = False) -> None:
+    def __init__(self, *, apply_schema: bool = True, durable: bool = False, pg_cron_enabled: bool = True) -> None:
         self.server = PostgresServer(superuser="supabase_admin", settings=PG_CRON_SETTINGS, durable=durable)
         self.dbname = "postgres"
         self.server.start()
         try:
             with self.server.connect() as admin:
                 prepare_supabase_database(admin)
+                if not pg_cron_enabled:
+                    admin.execute("drop extension pg_cron")
             if apply_schema:
                 with self.connect_as_owner() as owner:
                     apply_sql(owner)

@@ -9,10 +9,13 @@
 -- 20230529180330_alter_api_roles_for_inherit.sql, 20240606060239_grant_predefined_roles_to_postgres.sql,
 -- 20231130133139_set_lock_timeout_to_authenticator_role.sql,
 -- 20220321174452_fix-postgrest-alter-type-event-trigger.sql, and
--- ansible/files/postgresql_extension_custom_scripts/pg_cron/after-create.sql).
+-- ansible/files/postgresql_extension_custom_scripts/pg_cron/after-create.sql
+-- and ansible/files/postgresql_config/supautils.conf.j2).
 -- Only what touches this project is recreated: roles, their settings and
 -- memberships, schema grants, default privileges, the `extensions` schema,
--- PostgREST's schema-reload event triggers and pg_cron's grants. Auth, storage, realtime, pgsodium and supautils are not.
+-- PostgREST's schema-reload event triggers, pg_cron's grants, and of
+-- supautils only what lets `postgres` create pg_cron (emulated, see below).
+-- Auth, storage, realtime and pgsodium are not.
 --
 -- Runs as the cluster's superuser `supabase_admin` on database `postgres`.
 -- The two passwords are filled in by tests/support/database.py.
@@ -95,15 +98,83 @@ end $$;
 create event trigger pgrst_ddl_watch on ddl_command_end execute function extensions.pgrst_ddl_watch();
 create event trigger pgrst_drop_watch on sql_drop execute function extensions.pgrst_drop_watch();
 
--- pg_cron enabled from the dashboard: created by the superuser, then its
--- after-create script hands it to `postgres` (USAGE on the schema, every
--- function, SELECT only on cron.job) and to no API role.
-create extension pg_cron;
-grant usage on schema cron to postgres with grant option;
-grant all on all functions in schema cron to postgres with grant option;
-alter default privileges for user supabase_admin in schema cron grant all on sequences to postgres with grant option;
-alter default privileges for user supabase_admin in schema cron grant all on tables    to postgres with grant option;
-alter default privileges for user supabase_admin in schema cron grant all on functions to postgres with grant option;
-grant all privileges on all tables in schema cron to postgres with grant option;
-revoke all on table cron.job from postgres;
-grant select on table cron.job to postgres with grant option;
+-- supautils' after-create script for pg_cron: hands it to `postgres` (USAGE
+-- on the schema, every function, SELECT only on cron.job) and to no API role.
+create function extensions.pg_cron_after_create() returns void language plpgsql as $$
+begin
+    grant usage on schema cron to postgres with grant option;
+    grant all on all functions in schema cron to postgres with grant option;
+    alter default privileges for user supabase_admin in schema cron grant all on sequences to postgres with grant option;
+    alter default privileges for user supabase_admin in schema cron grant all on tables    to postgres with grant option;
+    alter default privileges for user supabase_admin in schema cron grant all on functions to postgres with grant option;
+    grant all privileges on all tables in schema cron to postgres with grant option;
+    revoke all on table cron.job from postgres;
+    grant select on table cron.job to postgres with grant option;
+end $$;
+revoke all on function extensions.pg_cron_after_create() from public;
+
+-- supautils (not packaged for this server) lets `postgres` create the
+-- extensions on its privileged list as if it were supabase_admin, then runs
+-- the after-create script. Emulated for pg_cron only, by two event triggers:
+-- before a CREATE EXTENSION run as `postgres` whose text names pg_cron while
+-- it is not enabled, `postgres` is made superuser (undone with the
+-- transaction if the command fails); after the command `postgres` is demoted,
+-- and pg_cron is dropped and created again by supabase_admin in pg_catalog
+-- (supautils' schema override), so that it belongs to the superuser as on
+-- Supabase, and the after-create script runs. Another extension created
+-- while `postgres` was raised is refused as Postgres refuses it, unless
+-- trusted. The rest of supautils (reserved roles, settings, event triggers
+-- and publications for `postgres`, its other privileged extensions) is not
+-- emulated.
+create function extensions.supautils_before_create_extension() returns event_trigger
+    language plpgsql security definer set search_path = '' as $$
+begin
+    if coalesce(nullif(current_setting('role'), 'none'), session_user) = 'postgres'
+       and current_setting('supautils_emulation.recreating', true) is distinct from 'on'
+       and not (select rolsuper from pg_catalog.pg_roles where rolname = 'postgres')
+       and not exists (select from pg_catalog.pg_extension where extname = 'pg_cron')
+       and current_query() ~* 'create\s+extension\s+(if\s+not\s+exists\s+)?"?pg_cron\M'
+    then
+        alter role postgres superuser;
+    end if;
+end $$;
+
+create function extensions.supautils_after_create_extension() returns event_trigger
+    language plpgsql security definer set search_path = '' as $$
+declare
+    created record;
+begin
+    if not (select rolsuper from pg_catalog.pg_roles where rolname = 'postgres') then
+        return;  -- `postgres` was not raised for this command
+    end if;
+    alter role postgres nosuperuser;
+    for created in
+        select e.extname, coalesce(v.trusted, false) as trusted
+          from pg_catalog.pg_event_trigger_ddl_commands() c
+          join pg_catalog.pg_extension e on e.oid = c.objid
+          left join pg_catalog.pg_available_extension_versions v
+                 on v.name = e.extname and v.version = e.extversion
+         where c.object_type = 'extension'
+    loop
+        if created.extname = 'pg_cron' then
+            perform pg_catalog.set_config('supautils_emulation.recreating', 'on', true);
+            drop extension pg_cron;
+            create extension pg_cron with schema pg_catalog;
+            perform extensions.pg_cron_after_create();
+            perform pg_catalog.set_config('supautils_emulation.recreating', 'off', true);
+        elsif not created.trusted then
+            raise exception 'permission denied to create extension "%"', created.extname
+                using errcode = 'insufficient_privilege', hint = 'Must be superuser to create this extension.';
+        end if;
+    end loop;
+end $$;
+
+create event trigger supautils_before_create_extension on ddl_command_start
+    when tag in ('CREATE EXTENSION') execute function extensions.supautils_before_create_extension();
+create event trigger supautils_after_create_extension on ddl_command_end
+    when tag in ('CREATE EXTENSION') execute function extensions.supautils_after_create_extension();
+
+-- pg_cron enabled from the dashboard; LocalSupabase(pg_cron_enabled=False)
+-- drops it again for a project that has not enabled it.
+create extension pg_cron with schema pg_catalog;
+select extensions.pg_cron_after_create();
