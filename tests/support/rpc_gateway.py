@@ -61,11 +61,17 @@ types (the answer is always JSON), filters and ordering on RPC results, JWT
 request sent after its NOTIFY committed, where PostgREST reloads in the
 background and a request right after may still find the old cache. Where
 PostgREST fails a server-down request at once, this gateway waits for
-``pool_timeout`` first. Of Supabase's gateway it has no rate limits, CORS,
-request size limits, JWT-signing-key (JWKS, asymmetric) support, other
-services (auth, storage), no TLS, no HTTP/2, and no timeouts of its own: a
-slow function is answered whenever it finishes, never 504 by the gateway
-unless injected.
+``pool_timeout`` first. Nor does it stand in for what Supabase sets up in the
+database around PostgREST: its global 2-minute statement limit (no request
+to the test database gets near it: the roles' own timeouts, 8 s at most, come
+first) and pg-safeupdate, which Supabase preloads for ``authenticator`` and
+which refuses a DELETE or UPDATE without WHERE with 21000 (-> 400), inside
+functions too, as it checks every statement the session parses: here such a
+statement runs. Of Supabase's gateway it has no rate limits, CORS, request
+size limits, JWT-signing-key (JWKS, asymmetric) support, other services
+(auth, storage), no TLS, no HTTP/2, and no timeouts of its own: a slow
+function is answered whenever it finishes, never 504 by the gateway unless
+injected.
 
 For tests it counts requests per function (:attr:`RpcGateway.counts`), and
 :attr:`RpcGateway.fault` makes it misbehave the way a failing API does.
