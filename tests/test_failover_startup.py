@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -27,12 +28,60 @@ def _settings(dsn: str, spool_path, **extra: str):
                           **extra})
 
 
-@pytest.fixture
-def unopenable_spool(tmp_path):
-    """A spool path under a regular file: no directory can be made there, as on a full or read-only disk."""
-    blocker = tmp_path / "not-a-directory"
-    blocker.write_text("")
-    return blocker / "spool.sqlite3"
+@pytest.fixture(params=["under a file", "read-only disk"])
+def unopenable_spool(request, tmp_path):
+    """A spool path where no file can be created: under a regular file, or on a read-only disk."""
+    if request.param == "under a file":
+        blocker = tmp_path / "not-a-directory"
+        blocker.write_text("")
+        yield blocker / "spool.sqlite3"
+        return
+    mount = tmp_path / "read-only"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)], check=True)
+    yield mount / "conversation-storage" / "spool.sqlite3"
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_no_spool_file_appears_until_a_write_is_spooled(stoppable_postgres, tmp_path, monkeypatch):
+    # A fresh HOME and the default spool path, as for a daemon or a test run that never sets one.
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    store = PostgresStore(stoppable_postgres)
+    settings = load_settings({"CONVERSATION_STORAGE_BACKEND": "postgres",
+                              "DATABASE_URL": stoppable_postgres.dsn_for("postgres", password=PASSWORD),
+                              "CONVERSATION_STORAGE_TIMEOUT_SECONDS": "2"})
+    spool = home / ".local" / "share" / "conversation-storage" / "spool-postgres.sqlite3"
+    storage = create_storage(settings)
+    try:
+        assert storage.status()["failover"] == "on"
+        storage.setex("thread:lazy", 3600, '{"turn": 1}')
+        assert storage.get("thread:lazy") == '{"turn": 1}'
+        assert storage.delete("thread:lazy") is True
+        assert list(home.rglob("*")) == [], "the store is up: nothing to spool, no file"
+
+        store.down()
+        storage.setex("thread:lazy", 3600, '{"turn": 2}')
+        assert storage.status()["state"] == "degraded"
+        assert spool.is_file(), "the first spooled write creates the spool"
+        assert storage.get("thread:lazy") == '{"turn": 2}'
+        store.up()
+        assert storage.wait_until_healthy(30)
+    finally:
+        store.up()
+        storage.close()
+    with store.client() as another_process:
+        assert another_process.get("thread:lazy") == '{"turn": 2}'
+
+
+def test_a_clean_shutdown_with_nothing_spooled_leaves_no_file(stoppable_postgres, tmp_path):
+    path = tmp_path / "data" / "spool.sqlite3"
+    dsn = stoppable_postgres.dsn_for("postgres", password=PASSWORD)
+    with create_storage(_settings(dsn, path)) as storage:
+        storage.setex("thread:kept", 3600, "{}")
+    assert not (tmp_path / "data").exists()
 
 
 def test_a_spool_that_cannot_be_opened_leaves_the_daemon_on_its_store_not_in_memory(
@@ -48,6 +97,18 @@ def test_a_spool_that_cannot_be_opened_leaves_the_daemon_on_its_store_not_in_mem
     assert any(r.levelno == logging.ERROR and "failover is OFF" in r.getMessage() for r in caplog.records)
     with PostgresStorage(dsn) as another_process:
         assert another_process.get("thread:no-spool") == '{"kept": "in postgres"}'
+
+
+def test_doctor_fails_on_a_spool_that_could_not_be_created(stoppable_postgres, unopenable_spool):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONVERSATION_", "SUPABASE_", "DATABASE_"))}
+    env.update({"CONVERSATION_STORAGE_BACKEND": "postgres", "CONVERSATION_SPOOL_PATH": str(unopenable_spool),
+                "DATABASE_URL": stoppable_postgres.dsn_for("postgres", password=PASSWORD)})
+    result = subprocess.run([sys.executable, "-m", "utils.infrastructure.cli", "--json", "doctor"], cwd=PROJECT_ROOT,
+                            env=env, capture_output=True, text=True, timeout=120, check=False)
+    checks = {c["check"]: c for c in json.loads(result.stdout)["checks"]}
+    assert result.returncode == 4
+    assert checks["failover"]["status"] == "FAIL"
+    assert str(unopenable_spool) in checks["failover"]["detail"]
 
 
 def test_in_strict_mode_a_spool_that_cannot_be_opened_raises(stoppable_postgres, unopenable_spool):

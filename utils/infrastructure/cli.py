@@ -291,10 +291,16 @@ def _diagnose_spool(settings: Settings, check: Callable[..., None]) -> None:
         return
     from pathlib import Path
 
-    from .spool import Spool
+    from .spool import Spool, SpoolError
 
     path = Path(settings.spool_path) if settings.spool_path else default_spool_path(settings.backend)
     if not path.exists():
+        try:
+            Spool(path).close()  # where no file exists, this only checks that one could be created
+        except SpoolError as exc:
+            check("failover", False, f"on, but unusable: {exc}; daemons run without failover",
+                  "set CONVERSATION_SPOOL_PATH to a file in a directory this user may write to")
+            return
         check("failover", True, f"on; spool {path} not created yet (nothing was ever spooled)")
         return
     spool = Spool(path)

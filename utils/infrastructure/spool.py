@@ -28,10 +28,18 @@ server's clock, the order the store keeps too.
 Every failure of the file (a full disk, an I/O error) raises
 :class:`SpoolError`, a :class:`StorageUnavailableError`: a write that could
 not be spooled was not acknowledged.
+
+The file is created by the first spooled write, not when a daemon starts: a
+store that never goes away leaves nothing behind (test runs included). A
+file that already exists is opened at once, so a daemon finds and replays
+what others left. Where none exists, opening only checks that one could be
+created there, so that a daemon learns at startup, not during an outage,
+that it has no failover.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -47,6 +55,8 @@ from typing import Any, TypeVar
 from .errors import StorageUnavailableError
 
 _T = TypeVar("_T")
+#: For :meth:`Spool._run`: where no file exists, create it.
+_CREATE: Any = object()
 
 _SCHEMA = """
 create table if not exists spooled_writes (
@@ -103,27 +113,59 @@ class Spool:
         self.owner = f"{os.getpid()}-{os.urandom(8).hex()}"
         self._last_written_at = 0.0
         self._owners = self.path.with_name(self.path.name + ".owners")
+        self._conn: sqlite3.Connection | None = None
+        self._owner_fd: int | None = None
+        # Remembered until the file exists: settings are no reason to create it.
+        self._unwritten_meta: dict[str, str] = {}
+        self._closed = False
+        # One connection shared by the daemon's threads and the replayer.
+        self._lock = threading.Lock()
+        try:
+            exists = self.path.exists()
+            if not exists:
+                _check_creatable(self.path)
+        except OSError as exc:
+            raise SpoolError(f"cannot open the failover spool {self.path}: {exc}") from exc
+        if exists:
+            self._open()
+
+    def _open(self, failure: str | None = None) -> sqlite3.Connection:
+        conn = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._owner_fd = _hold(self._owners, self.owner)
-            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
             # A rollback journal, kept at its largest size: a write-ahead log
             # would hold every spooled write until a checkpoint that a full
             # disk cannot complete, so nothing could be removed even after the
             # replay. This way removing replayed writes works on a full disk.
-            self._conn.execute("pragma journal_mode = persist")
-            self._conn.execute("pragma synchronous = full")
-            self._conn.executescript(_SCHEMA)
+            conn.execute("pragma journal_mode = persist")
+            conn.execute("pragma synchronous = full")
+            conn.executescript(_SCHEMA)
+            conn.executemany("insert into spool_meta (name, value) values (?, ?)"
+                             " on conflict (name) do update set value = excluded.value",
+                             self._unwritten_meta.items())
         except (OSError, sqlite3.Error) as exc:
+            if conn is not None:
+                conn.close()
             self._release_owner()
-            raise SpoolError(f"cannot open the failover spool {self.path}: {exc}") from exc
-        # One connection shared by the daemon's threads and the replayer.
-        self._lock = threading.Lock()
+            raise SpoolError(f"{failure or f'cannot open the failover spool {self.path}'}: {exc}") from exc
+        self._unwritten_meta.clear()
+        self._conn = conn
+        return conn
 
-    def _run(self, what: str, work: Callable[[sqlite3.Connection], _T]) -> _T:
+    def _run(self, what: str, work: Callable[[sqlite3.Connection], _T], *, if_absent: Any = _CREATE) -> _T:
+        """``work`` on the file; ``if_absent``, when given, answers instead where no file exists yet."""
         with self._lock:
+            if self._closed:
+                raise SpoolError(f"the failover spool {self.path} could not {what}: it was closed")
+            conn = self._conn
+            if conn is None:
+                if if_absent is not _CREATE and not self.path.exists():
+                    return if_absent
+                conn = self._open(f"the failover spool {self.path} could not be created to {what}")
             try:
-                return work(self._conn)
+                return work(conn)
             except sqlite3.Error as exc:
                 raise SpoolError(f"the failover spool {self.path} could not {what}: {exc}") from exc
 
@@ -158,17 +200,20 @@ class Spool:
     def latest(self, key: str) -> SpooledWrite | None:
         """The newest spooled write of ``key``, if any."""
         row = self._run("be read", lambda c: c.execute(
-            f"select {_COLUMNS} from spooled_writes where key = ? order by written_at desc limit 1", (key,)).fetchone())
+            f"select {_COLUMNS} from spooled_writes where key = ? order by written_at desc limit 1", (key,)).fetchone(),
+            if_absent=None)
         return _write(row) if row else None
 
     def after(self, write_id: int, limit: int) -> list[SpooledWrite]:
         """Up to ``limit`` writes following ``write_id``, oldest first, claimed or not."""
         rows = self._run("be read", lambda c: c.execute(
-            f"select {_COLUMNS} from spooled_writes where id > ? order by id limit ?", (write_id, limit)).fetchall())
+            f"select {_COLUMNS} from spooled_writes where id > ? order by id limit ?", (write_id, limit)).fetchall(),
+            if_absent=[])
         return [_write(r) for r in rows]
 
     def pending(self) -> int:
-        return self._run("be read", lambda c: c.execute("select count(*) from spooled_writes").fetchone()[0])
+        return self._run("be read", lambda c: c.execute("select count(*) from spooled_writes").fetchone()[0],
+                         if_absent=0)
 
     # -- replaying -------------------------------------------------------------
 
@@ -198,7 +243,7 @@ class Spool:
                 _forget_owner(self._owners, owner)
             return rows
 
-        return [_write(r) for r in self._run("claim writes to replay", take)]
+        return [_write(r) for r in self._run("claim writes to replay", take, if_absent=[])]
 
     def holds(self, write_id: int) -> bool:
         """Whether this process still holds ``write_id`` (not replayed by another, nor made obsolete)."""
@@ -214,7 +259,8 @@ class Spool:
 
     def discard(self, key: str) -> None:
         """Drop every spooled write of ``key`` (a newer one reached the store directly)."""
-        self._run("drop obsolete writes", lambda c: c.execute("delete from spooled_writes where key = ?", (key,)))
+        self._run("drop obsolete writes", lambda c: c.execute("delete from spooled_writes where key = ?", (key,)),
+                  if_absent=None)
 
     def _alive(self, owner: str) -> bool:
         return _held(self._owners, owner)
@@ -233,17 +279,24 @@ class Spool:
     # -- what the process remembers between runs ---------------------------------
 
     def read_meta(self, name: str) -> str | None:
-        row = self._run("be read", lambda c: c.execute("select value from spool_meta where name = ?", (name,)).fetchone())
-        return row and row[0]
+        row = self._run("be read", lambda c: c.execute("select value from spool_meta where name = ?", (name,)).fetchone(),
+                        if_absent=None)
+        return row[0] if row else self._unwritten_meta.get(name)
 
     def write_meta(self, name: str, value: str) -> None:
+        with self._lock:
+            if self._conn is None and not self._closed and not self.path.exists():
+                self._unwritten_meta[name] = value  # stored with the first spooled write
+                return
         self._run("store its settings", lambda c: c.execute(
             "insert into spool_meta (name, value) values (?, ?)"
             " on conflict (name) do update set value = excluded.value", (name, value)))
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            self._closed = True
+            if self._conn is not None:
+                self._conn.close()
         self._release_owner()
 
     def _release_owner(self) -> None:
@@ -276,6 +329,21 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
             conn.execute("rollback")
         raise
     conn.execute("commit")
+
+
+def _check_creatable(path: Path) -> None:
+    """Raise OSError unless ``path`` could be created, without creating anything.
+
+    Its nearest existing ancestor must be a directory this process may add
+    entries to; the directories below it are made with the file.
+    """
+    ancestor = path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(ancestor))
+    if not os.access(ancestor, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
+        raise PermissionError(errno.EACCES, "no permission to create files in", str(ancestor))
 
 
 def _hold(directory: Path, owner: str) -> int:
