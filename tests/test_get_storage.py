@@ -280,3 +280,27 @@ def test_bad_backend_options_raise(clean_env, name, value):
     clean_env.setenv(name, value)
     with pytest.raises(StorageConfigurationError, match=name):
         get_storage()
+
+
+def test_a_postgres_database_without_the_schema_falls_back_naming_migrate(clean_env, postgres_server, caplog):
+    from tests.support.postgres_server import PASSWORD
+
+    name = postgres_server.create_database("fallback_without_schema")
+    clean_env.setenv("CONVERSATION_STORAGE_BACKEND", "postgres")
+    clean_env.setenv("DATABASE_URL", postgres_server.dsn_for(name, password=PASSWORD))
+    with caplog.at_level(logging.WARNING):
+        assert isinstance(get_storage(), InMemoryStorage)
+    [warning] = [r.getMessage() for r in caplog.records if "falling back to in-memory" in r.getMessage()]
+    assert "Create the schema (version " in warning
+    assert "run `conversation-storage migrate` with DATABASE_URL set to the database's connection string" in warning
+    assert "psql" not in warning
+
+
+def test_the_schema_advice_for_supabase_leads_with_migrate_and_keeps_the_sql_editor():
+    from utils.infrastructure.sql_errors import error_for_code
+
+    message = str(error_for_code("PGRST202", "Could not find the function public.storage_health",
+                                 operation="storage_health", where="Supabase"))
+    assert message.index("`conversation-storage migrate`") < message.index("SQL editor")
+    assert "paste the output of `conversation-storage sql` into the SQL editor" in message
+    assert "NOTIFY pgrst, 'reload schema'" in message

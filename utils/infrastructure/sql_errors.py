@@ -44,9 +44,11 @@ def error_for_code(code: str | None, message: str | None, *, operation: str, whe
         )
     if code in _SCHEMA_CODES:
         error = StorageSchemaError(
-            f"{where} has no usable {operation}(): {detail}. Apply the files of sql/ in order "
-            f"(schema version {SCHEMA_VERSION}) in the SQL editor or with psql; on Supabase also "
-            "reload PostgREST's schema cache (NOTIFY pgrst, 'reload schema')."
+            f"{where} has no usable {operation}(): {detail}. Create the schema (version {SCHEMA_VERSION}): "
+            "run `conversation-storage migrate` with DATABASE_URL set to the database's connection string "
+            "(Supabase: Settings > Database). Without one, on Supabase, paste the output of "
+            "`conversation-storage sql` into the SQL editor, then reload PostgREST's schema cache "
+            "(NOTIFY pgrst, 'reload schema')."
         )
         error.missing_function = code in _MISSING_FUNCTION_CODES
         return error
