@@ -97,7 +97,7 @@ def installed(tmp_path_factory):
 
 
 def _run(command: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> str:
-    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd, timeout=600, check=False)
     assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
     return result.stdout
 
@@ -120,7 +120,7 @@ def _expected_turns() -> list[dict]:
 
 
 def test_the_wheel_holds_one_package_of_its_own_and_the_schema(installed):
-    venv, daemon = installed
+    venv, _ = installed
     site = next((venv / "lib").glob("python3*/site-packages"))
     assert not (site / "utils").exists(), "the wheel must not claim the daemon's utils package"
     shipped = sorted(p.name for p in (site / "conversation_storage" / "sql").glob("*.sql"))
@@ -147,3 +147,30 @@ def test_migrate_and_doctor_on_an_empty_postgres_then_the_daemon_runs_on_it(inst
     assert _conversation_across_restarts(venv, daemon, env)["turns"] == _expected_turns()
     with postgres_server.connect(name) as conn:
         assert conn.execute("select count(*) from public.conversation_threads").fetchone()[0] == 1
+
+
+def _readme_python_block(containing: str) -> str:
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    blocks = [block.split("```", 1)[0] for block in readme.split("```python\n")[1:]]
+    [block] = [b for b in blocks if containing in b]
+    return block
+
+
+def test_the_readmes_async_example_runs_in_the_daemon_as_written(installed, tmp_path):
+    venv, daemon = installed
+    example = _readme_python_block("get_async_storage")
+    script = (
+        "import asyncio, json\n"
+        "class Context:\n"
+        "    def model_dump_json(self):\n"
+        "        return json.dumps({'turns': ['async']})\n"
+        "context, key, ttl_seconds = Context(), 'thread:async-example', 3600\n"
+        "async def main():\n"
+        + "".join(f"    {line}\n" for line in example.splitlines())
+        + "    print(text)\n"
+        "asyncio.run(main())\n"
+    )
+    env = _daemon_env(tmp_path, CONVERSATION_STORAGE_BACKEND="sqlite",
+                      CONVERSATION_SQLITE_PATH=str(tmp_path / "threads.sqlite3"))
+    out = _run([str(venv / "bin" / "python"), "-c", script], env, daemon)
+    assert json.loads(out) == {"turns": ["async"]}
