@@ -304,3 +304,17 @@ def test_the_schema_advice_for_supabase_leads_with_migrate_and_keeps_the_sql_edi
     assert message.index("`conversation-storage migrate`") < message.index("SQL editor")
     assert "paste the output of `conversation-storage sql` into the SQL editor" in message
     assert "NOTIFY pgrst, 'reload schema'" in message
+
+
+def test_every_variable_the_settings_read_is_in_the_readmes_configuration_table():
+    import re
+
+    from tests.support.database import PROJECT_ROOT
+
+    source = (PROJECT_ROOT / "utils" / "infrastructure" / "settings.py").read_text()
+    read = set(re.findall(r'"((?:CONVERSATION|SUPABASE)_[A-Z_]+|DATABASE_URL)"', source))
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    section = readme.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    table = "\n".join(line for line in section.splitlines() if line.startswith("| `"))
+    assert "CONVERSATION_SPOOL_PATH" in read
+    assert sorted(name for name in read if f"`{name}`" not in table) == []
