@@ -174,3 +174,13 @@ def test_the_readmes_async_example_runs_in_the_daemon_as_written(installed, tmp_
                       CONVERSATION_SQLITE_PATH=str(tmp_path / "threads.sqlite3"))
     out = _run([str(venv / "bin" / "python"), "-c", script], env, daemon)
     assert json.loads(out) == {"turns": ["async"]}
+
+
+def test_doctor_names_a_cleanup_command_the_wheel_installs(installed, tmp_path):
+    venv, daemon = installed
+    env = _daemon_env(tmp_path, CONVERSATION_STORAGE_BACKEND="sqlite",
+                      CONVERSATION_SQLITE_PATH=str(tmp_path / "threads.sqlite3"))
+    cli = str(venv / "bin" / "conversation-storage")
+    checks = {c["check"]: c for c in json.loads(_run([cli, "--json", "doctor"], env, daemon))["checks"]}
+    assert checks["hourly cleanup"]["fix"] == "run `conversation-storage cleanup` hourly from system cron"
+    assert json.loads(_run([cli, "--json", "cleanup"], env, daemon))["deleted"] == 0

@@ -236,8 +236,7 @@ def _diagnose(check: Callable[..., None]) -> None:
                   "apply sql/001_conversation_threads.sql (alter table ... enable row level security)")
             _diagnose_cleanup_job(report, check)
         else:
-            check("hourly cleanup", None, f"{settings.backend} has no scheduler of its own",
-                  "run scripts/cleanup_expired_threads.py hourly from system cron")
+            check("hourly cleanup", None, f"{settings.backend} has no scheduler of its own", _SYSTEM_CRON_CLEANUP)
     _diagnose_spool(settings, check)
 
 
