@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 
@@ -116,7 +117,7 @@ def test_a_fresh_project_set_up_from_the_sql_command_works_for_both_service_keys
     project = LocalSupabase(apply_schema=False)
     try:
         with SupabaseStorage(project.url, project.secret_key) as storage, \
-                pytest.raises(StorageSchemaError, match="sql/"):
+                pytest.raises(StorageSchemaError, match="conversation-storage migrate"):
             storage.health()
         schema = subprocess.run(
             [sys.executable, "-m", "utils.infrastructure.cli", "sql"], capture_output=True, text=True, check=True
@@ -248,3 +249,44 @@ def test_postgres_enables_pg_cron_itself_as_supautils_lets_it():
                 admin.execute("select to_regclass('cron.job')")
     finally:
         project.close()
+
+
+def _doctor_checks(project: LocalSupabase, tmp_path) -> dict[str, dict]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONVERSATION_", "SUPABASE_", "DATABASE_"))}
+    env.update({"CONVERSATION_STORAGE_BACKEND": "supabase", "SUPABASE_URL": project.url,
+                "SUPABASE_KEY": project.secret_key, "CONVERSATION_SPOOL_PATH": str(tmp_path / "spool.sqlite3")})
+    result = subprocess.run([sys.executable, "-m", "utils.infrastructure.cli", "--json", "doctor"],
+                            cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+    return {c["check"]: c for c in json.loads(result.stdout)["checks"]}
+
+
+def test_migrate_leaves_pg_cron_to_the_owner_though_postgres_could_enable_it(tmp_path):
+    """On a project that has not enabled pg_cron, migrate as ``postgres`` schedules nothing and enables nothing."""
+    from utils.infrastructure.migrations import migrate
+
+    project = LocalSupabase(apply_schema=False, pg_cron_enabled=False)
+    dsn = project.server.dsn_for(project.dbname, user="postgres", password=PASSWORD)
+    enabled = "select count(*) from pg_extension where extname = 'pg_cron'"
+    try:
+        first = migrate(dsn)
+        with project.connect_as_owner() as owner:
+            enabled_by_migrate = owner.execute(enabled).fetchone()[0]
+        before = _doctor_checks(project, tmp_path)["hourly cleanup"]
+
+        with project.connect_as_owner() as owner:  # the owner enables it, as Database > Extensions does
+            owner.execute("create extension pg_cron with schema pg_catalog")
+        again = migrate(dsn)
+        with project.connect_as_owner() as owner:
+            jobs = owner.execute("select jobname from cron.job order by 1").fetchall()
+        after = _doctor_checks(project, tmp_path)["hourly cleanup"]
+    finally:
+        project.close()
+    assert "005_cleanup_schedule.sql" in first
+    assert enabled_by_migrate == 0
+    assert (before["status"], before["detail"]) == (
+        "WARN", "pg_cron is not enabled in this database: no job deletes expired threads")
+    assert "Dashboard > Database > Extensions > pg_cron" in before["fix"]
+    assert "as postgres `create extension pg_cron with schema pg_catalog`" in before["fix"]
+    assert again == ["005_cleanup_schedule.sql"]
+    assert jobs == [("cleanup-expired-threads",), ("purge-cron-job-run-details",)]
+    assert (after["status"], after["detail"]) == ("PASS", "pg_cron job cleanup-expired-threads is scheduled")
