@@ -102,7 +102,7 @@ def test_wrong_password_is_a_permission_error(postgres_server, postgres_dsn):
 def test_missing_schema_is_a_schema_error(postgres_server):
     name = postgres_server.create_database("direct_no_schema")
     with PostgresStorage(postgres_server.dsn_for(name, password=PASSWORD)) as storage, \
-            pytest.raises(StorageSchemaError, match="sql/"):
+            pytest.raises(StorageSchemaError, match="conversation-storage migrate"):
         storage.get("thread:x")
 
 
