@@ -41,6 +41,8 @@ class StorageSchemaError(StorageError):
 
     #: The store has no such function (yet): an older schema, or a schema cache not reloaded.
     missing_function = False
+    #: What the store answered, without the fix the message adds.
+    detail = ""
 
 
 class StorageClosedError(StorageError):

@@ -154,7 +154,7 @@ class RemoteFunctionStorage(ThreadStorage):
             return call.decode(self._call(call.function, call.params))
         except StorageSchemaError as error:
             instead = instead_of(call, error)
-            _older_schema(self, f"{call.function}() is missing: {error}")
+            _older_schema(self, f"{call.function}() is missing: {error.detail or error}")
             return instead.answer if instead.call is None else self._invoke(instead.call)
 
     @abstractmethod
@@ -247,7 +247,7 @@ class AsyncRemoteFunctionStorage(AsyncThreadStorage):
             return call.decode(await self._call(call.function, call.params))
         except StorageSchemaError as error:
             instead = instead_of(call, error)
-            _older_schema(self, f"{call.function}() is missing: {error}")
+            _older_schema(self, f"{call.function}() is missing: {error.detail or error}")
             return instead.answer if instead.call is None else await self._invoke(instead.call)
 
     @abstractmethod

@@ -51,6 +51,7 @@ def error_for_code(code: str | None, message: str | None, *, operation: str, whe
             "(NOTIFY pgrst, 'reload schema')."
         )
         error.missing_function = code in _MISSING_FUNCTION_CODES
+        error.detail = detail
         return error
     if code.startswith(("08", "53", "57")) or code in _UNAVAILABLE_CODES:
         error = StorageUnavailableError(f"{where} could not run {operation}: {detail}")
