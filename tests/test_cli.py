@@ -19,7 +19,7 @@ def run(args: list[str], env: dict[str, str], stdin: str | None = None) -> subpr
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("CONVERSATION_", "SUPABASE_", "DATABASE_"))}
     command = args if args[0] == str(CLEANUP_SCRIPT) else ["-m", "utils.infrastructure.cli", *args]
     return subprocess.run(
-        [sys.executable, *command], cwd=PROJECT_ROOT, env={**clean, **env},
+        [sys.executable, *command], check=False, cwd=PROJECT_ROOT, env={**clean, **env},
         input=stdin, capture_output=True, text=True, timeout=120,
     )
 
@@ -67,9 +67,9 @@ def test_missing_threads_exit_3(sqlite_env):
 
 
 def test_bad_input_and_configuration_exit_2(sqlite_env, tmp_path):
-    bad_value = run(["set", "thread:x", "60", "not json"], sqlite_env)
+    bad_value = run(["set", "thread:x", "60", "[1e400]"], sqlite_env)
     assert bad_value.returncode == 2
-    assert "not valid JSON" in bad_value.stderr
+    assert "1e400, which cannot be stored" in bad_value.stderr
     assert run(["set", "thread:x", "0", "{}"], sqlite_env).returncode == 2
     memory = run(["get", "thread:x"], {"CONVERSATION_STORAGE_BACKEND": "memory"})
     assert memory.returncode == 2

@@ -11,6 +11,7 @@ import pytest
 
 from tests.support.documents import conversation_document, document_of_size
 from utils.infrastructure.errors import StorageClosedError, StorageError
+from utils.infrastructure.json_envelope import MARKER
 
 
 def test_get_returns_what_was_set(backend):
@@ -40,6 +41,89 @@ def test_any_json_document_round_trips(backend, document):
     stored = backend.storage.get("thread:doc")
     assert stored is not None, "a stored JSON null must not read back as missing"
     assert json.loads(stored) == json.loads(document)
+
+
+# -- any str: JSON is kept as JSON, every other text exactly ---------------------
+
+
+def test_a_health_probe_writes_and_reads_plain_text(backend):
+    # EX-AI-MCP-Server's health check: a Redis-style write of text that is not JSON.
+    backend.storage.setex("health:probe", 5, "test_value")
+    assert backend.storage.get("health:probe") == "test_value"
+    assert backend.peer.get("health:probe") == "test_value"
+
+
+TEXTS = {
+    "empty": "",
+    "whitespace only": " \t\n ",
+    "NUL characters": "tool output\x00binary\x00\x00end",
+    "only a NUL": "\x00",
+    "quotes and backslashes": 'say "hi" \\ C:\\dir\\ \\"x\\" \\u0000 \\n "',
+    "the marker itself": MARKER,
+    "an envelope cut short": '{"' + MARKER + '": "x"',
+    "JSON-like, not JSON": "{'role': 'user', 'tokens': NaN}",
+    "lines, non-ASCII": "naïve ✓ 日本語 🤖\r\n\tline two\u2028",
+    "a number, then words": "42 apples",
+}
+
+
+@pytest.mark.parametrize("text", TEXTS.values(), ids=TEXTS.keys())
+def test_any_text_round_trips_exactly(backend, text):
+    backend.storage.setex("thread:text", 60, text)
+    assert backend.storage.get("thread:text") == text
+    assert backend.storage.get("thread:text") == text  # again: the near cache's copy, confirmed
+    assert backend.peer.get("thread:text") == text
+
+
+def test_text_and_values_that_read_like_its_envelope_are_never_confused(backend):
+    values = {
+        "thread:text": "test_value",
+        "thread:its-envelope": '{"' + MARKER + '": "test_value"}',
+        "thread:pieces-envelope": '{"' + MARKER + '": ["a", "b"]}',
+        "thread:pieces": "a\x00b",
+    }
+    for key, value in values.items():
+        backend.storage.setex(key, 60, value)
+    assert {key: backend.storage.get(key) for key in values} == values
+    assert {key: backend.peer.get(key) for key in values} == values
+
+
+def test_a_thread_moves_between_json_and_text(backend):
+    document = conversation_document(turns=4)
+    for value in (document, "test_value", document, "plain\x00text", document[:-1], '{"turns": []}'):
+        backend.storage.setex("thread:switch", 60, value)
+        for reader in (backend.storage, backend.storage, backend.peer):
+            got = reader.get("thread:switch")
+            assert got == value or value in (document, '{"turns": []}') and json.loads(got) == json.loads(value)
+
+
+def test_update_reads_and_writes_text(backend):
+    backend.storage.setex("thread:text-update", 60, "first\x00line")
+    seen = []
+
+    def append_line(current: str | None) -> str:
+        seen.append(current)
+        return current + "\nsecond"
+
+    written = backend.storage.update("thread:text-update", append_line, 60)
+    assert seen == ["first\x00line"], "fn sees the stored text as written"
+    assert written == "first\x00line\nsecond"
+    assert backend.storage.get("thread:text-update") == written
+    assert backend.storage.update("thread:text-update", lambda _: "", 60) == ""
+    assert backend.peer.get("thread:text-update") == ""
+
+
+def test_large_text_round_trips_and_the_limit_is_the_callers_text(backend):
+    cut_short = document_of_size(2_300_000)[:-1]  # a thread's JSON, cut off: text
+    backend.storage.setex("thread:big-text", 60, cut_short)
+    assert backend.storage.get("thread:big-text") == cut_short
+    # Quotes, backslashes and NULs make the envelope longer than the text.
+    text = '"\\' * 300 + "\x00" * 10
+    backend.storage.max_value_bytes = len(text.encode())
+    backend.storage.setex("thread:fits", 60, text)
+    assert backend.storage.get("thread:fits") == text
+    backend.storage.max_value_bytes -= 1
+    _assert_nothing_stored(backend, lambda: backend.storage.setex("thread:keep", 60, text), ValueError)
 
 
 def test_unicode_and_escapes_round_trip(backend):
@@ -204,21 +288,15 @@ BAD_TTLS = [
     (timedelta(days=30_000), ValueError),
 ]
 
-# A NUL (\u0000) is not bad input: tests/test_nul_documents.py round-trips it.
+# Any str is a value (test_any_text_round_trips_exactly, tests/test_nul_documents.py).
 BAD_VALUES = [
     (None, TypeError),
     (b"{}", TypeError),
+    (b"test_value", TypeError),
     ({"a": 1}, TypeError),
-    ("", ValueError),
-    ("not json", ValueError),
-    ('{"a": 1', ValueError),
-    ("NaN", ValueError),
-    ("Infinity", ValueError),
-    ('{"x": -Infinity}', ValueError),
-    ('[1, NaN]', ValueError),
-    ('{"a": 1} {"b": 2}', ValueError),
-    ('"\\ud800"', ValueError),  # escaped lone surrogate
-    ('"\ud800"', ValueError),  # raw lone surrogate
+    ('"\ud800"', ValueError),  # raw lone surrogate: UTF-8 cannot encode it
+    ("text \udcff text", ValueError),
+    ("[1e400]", ValueError),  # JSON with a number beyond a double (tests/test_json_numbers.py)
 ]
 
 
@@ -462,7 +540,8 @@ def test_update_retries_when_another_writer_wins(backend):
 
 
 def test_update_refuses_bad_output_and_stores_nothing(backend):
-    _assert_nothing_stored(backend, lambda: backend.storage.update("thread:keep", lambda _: "not json", 60), ValueError)
+    _assert_nothing_stored(backend, lambda: backend.storage.update("thread:keep", lambda _: "\ud800", 60), ValueError)
+    _assert_nothing_stored(backend, lambda: backend.storage.update("thread:keep", lambda _: None, 60), TypeError)
 
 
 @pytest.mark.real_clock

@@ -173,6 +173,28 @@ def test_nul_documents_written_during_an_outage_are_replayed_and_readable(supaba
         assert _stored(conn, "thread:nul") == {MARKER: updated}, "replayed in the envelope"
 
 
+@pytest.mark.parametrize("text", ["test_value", "plain\x00text", ""], ids=["text", "NUL", "empty"])
+def test_text_written_during_an_outage_is_replayed_exactly(supabase_project, tmp_path, text):
+    gateway = supabase_project.gateway
+    primary = SupabaseStorage(supabase_project.url, supabase_project.secret_key, timeout_seconds=0.5)
+    try:
+        with _failover(primary, tmp_path) as storage:
+            gateway.fault = "503"
+            storage.setex("thread:text", 3600, text)
+            assert storage.status()["state"] == DEGRADED
+            assert storage.get("thread:text") == text  # from the spool
+            gateway.fault = None
+            assert storage.wait_until_healthy(30)
+            assert storage.get("thread:text") == text  # now from the store
+    finally:
+        gateway.fault = None
+    with SupabaseStorage(supabase_project.url, supabase_project.secret_key) as another_daemon:
+        assert another_daemon.get("thread:text") == text
+    with supabase_project.connect() as conn:
+        pieces = text.split("\x00")
+        assert _stored(conn, "thread:text") == {MARKER: pieces if len(pieces) > 1 else text}
+
+
 def test_replay_never_overwrites_a_newer_value(supabase_project, tmp_path):
     gateway = supabase_project.gateway
     primary = SupabaseStorage(supabase_project.url, supabase_project.secret_key, timeout_seconds=0.5)

@@ -1,8 +1,9 @@
-"""The client-side JSON rules are never more lenient than PostgreSQL's JSONB.
+"""The client-side rules against PostgreSQL's own JSONB input function.
 
-Whatever the library accepts must be storable by every backend; this checks
-the rules against a real server's jsonb input function. The one exception,
-a NUL (\u0000), is accepted and stored in an envelope JSONB can hold.
+Any str is a value. What the library takes for JSON must be storable as
+JSONB as it is; everything else (text that is not JSON, a document holding
+a NUL, \u0000) goes into an envelope JSONB can hold, and reads back exactly.
+What is still refused must be something no backend can store faithfully.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import psycopg
 import pytest
 
-from utils.infrastructure.errors import StorageValueError
+from utils.infrastructure.errors import StorageTypeError, StorageValueError
 from utils.infrastructure.json_envelope import MARKER, from_stored, to_stored
 from utils.infrastructure.validation import DEFAULT_MAX_VALUE_BYTES, check_value
 
@@ -33,8 +34,11 @@ ACCEPTED = [
     "[" * 500 + "]" * 500,
 ]
 
-REFUSED = [
+# Not JSON: JSONB refuses each, the library stores it as text in an envelope.
+TEXT = [
     "",
+    " \n\t",
+    "test_value",
     "not json",
     '{"a": 1',
     "NaN",
@@ -43,9 +47,15 @@ REFUSED = [
     '{"x": NaN}',
     "[1,]",
     "{'single': 'quotes'}",
-    '"\\ud800"',
+    '"\\ud800"',  # escaped lone surrogates: valid JSON text, but not JSONB's
     '"\\udc00\\ud800"',
+    "a NUL \x00 itself",
+    '{"a": 1} {"b": 2}',
 ]
+
+# Postgres would read these as JSONB; the library keeps them as text instead
+# (orjson does not read them: nesting deeper than 1024).
+TEXT_THOUGH_POSTGRES_READS_IT = ["[" * 1025 + "]" * 1025]
 
 # JSONB refuses these (a NUL); the library accepts them and stores them in an envelope.
 NEEDS_ENVELOPE = [
@@ -56,9 +66,12 @@ NEEDS_ENVELOPE = [
     json.dumps({"text": "naïve ✓ \u0000"}, ensure_ascii=False),
 ]
 
-# Postgres accepts these, the library refuses them: stricter is safe, and the
-# list documents where the two differ.
-STRICTER_THAN_POSTGRES = ["1e400", "[" * 1025 + "]" * 1025]
+# JSON whose number Postgres accepts and the library refuses (json_numbers.py):
+# stricter is safe, and the list documents where the two differ.
+STRICTER_THAN_POSTGRES = ["1e400", "[1, -1E+400]", "1" * 400]
+
+# No backend can store these: UTF-8 cannot encode a lone surrogate.
+NOT_UNICODE = ["\ud800", "text \udfff text", '{"a": "\udc80"}']
 
 
 @pytest.fixture(scope="module")
@@ -78,27 +91,47 @@ def postgres_accepts(conn, text: str) -> bool:
 
 @pytest.mark.parametrize("text", ACCEPTED, ids=lambda t: t[:40])
 def test_accepted_values_are_valid_jsonb(conn, text):
-    check_value(text, DEFAULT_MAX_VALUE_BYTES)
+    assert check_value(text, DEFAULT_MAX_VALUE_BYTES) is True
     assert postgres_accepts(conn, text)
 
 
-@pytest.mark.parametrize("text", REFUSED, ids=lambda t: t[:40])
-def test_refused_values_are_refused_by_postgres_too(conn, text):
-    with pytest.raises(StorageValueError):
-        check_value(text, DEFAULT_MAX_VALUE_BYTES)
-    assert not postgres_accepts(conn, text)
+@pytest.mark.parametrize("text", TEXT + TEXT_THOUGH_POSTGRES_READS_IT, ids=lambda t: repr(t[:40]))
+def test_text_is_accepted_and_stored_in_an_envelope(conn, text):
+    assert check_value(text, DEFAULT_MAX_VALUE_BYTES) is False
+    assert postgres_accepts(conn, text) == (text in TEXT_THOUGH_POSTGRES_READS_IT)
+    stored = to_stored(text)
+    assert postgres_accepts(conn, stored)
+    assert from_stored(jsonb_text(conn, stored)) == text
 
 
 @pytest.mark.parametrize("text", STRICTER_THAN_POSTGRES, ids=lambda t: t[:40])
 def test_known_cases_where_the_library_is_stricter(conn, text):
-    with pytest.raises(StorageValueError):
+    with pytest.raises(StorageValueError, match="cannot be stored"):
         check_value(text, DEFAULT_MAX_VALUE_BYTES)
     assert postgres_accepts(conn, text)
 
 
-def test_pathologically_deep_nesting_is_refused_not_a_crash():
-    with pytest.raises(StorageValueError, match="depth"):
-        check_value("[" * 1_000_000 + "]" * 1_000_000, 8 * DEFAULT_MAX_VALUE_BYTES)
+def test_json_orjson_cannot_read_still_follows_the_number_rule():
+    with pytest.raises(StorageValueError, match="too close to 0"):
+        check_value('["\\ud800", 1e-400]', DEFAULT_MAX_VALUE_BYTES)
+
+
+@pytest.mark.parametrize("text", NOT_UNICODE, ids=repr)
+def test_text_utf8_cannot_encode_is_refused(text):
+    with pytest.raises(StorageValueError, match="UTF-8, which every store keeps text in, cannot encode it"):
+        check_value(text, DEFAULT_MAX_VALUE_BYTES)
+
+
+@pytest.mark.parametrize("value", [None, b"test_value", {"a": 1}, 5, ["x"]], ids=repr)
+def test_a_value_that_is_not_a_str_is_a_type_error(value):
+    with pytest.raises(StorageTypeError, match=f"^value must be a str, got {type(value).__name__}$"):
+        check_value(value, DEFAULT_MAX_VALUE_BYTES)
+
+
+def test_pathologically_deep_nesting_is_text_not_a_crash(conn):
+    text = "[" * 1_000_000 + "]" * 1_000_000
+    assert check_value(text, 8 * DEFAULT_MAX_VALUE_BYTES) is False
+    assert from_stored(jsonb_text(conn, to_stored(text))) == text
 
 
 def jsonb_text(conn, text: str) -> str:
@@ -121,8 +154,8 @@ def test_every_other_document_is_stored_as_it_is(conn, text):
     assert from_stored(jsonb_text(conn, text)) == jsonb_text(conn, text)
 
 
-def test_a_document_that_would_read_as_an_envelope_is_wrapped_too(conn):
-    lookalike = json.dumps({MARKER: "[1, 2]"})
+@pytest.mark.parametrize("lookalike", [json.dumps({MARKER: "[1, 2]"}), json.dumps({MARKER: ["a", "b"]})])
+def test_a_document_that_would_read_as_an_envelope_is_wrapped_too(conn, lookalike):
     assert postgres_accepts(conn, lookalike)
     stored = to_stored(lookalike)
     assert stored != lookalike

@@ -26,10 +26,10 @@ stores them unescaped), objects by their keys (a repeated key: the last
 wins, in ``json.loads`` as in JSONB), ``true`` is never ``1``.
 
 Whenever a patch would not pay or might not be exact, :func:`diff` answers
-None and the caller writes the whole text: documents JSONB cannot hold as
-they are (``to_stored`` wraps them), roots a patch cannot replace (a scalar,
-an object becoming an array), patches over half the new text, and anything
-unexpected (e.g. nesting too deep to walk).
+None and the caller writes the whole text: values JSONB cannot hold as they
+are (``to_stored`` wraps them: text that is not JSON, a NUL), roots a patch
+cannot replace (a scalar, an object becoming an array), patches over half
+the new text, and anything unexpected (e.g. nesting too deep to walk).
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ class _GiveUp(Exception):
 class _Builder:
     """Collects ops with their values already serialized, and their sizes."""
 
-    __slots__ = ("ops", "size", "budget")
+    __slots__ = ("budget", "ops", "size")
 
     def __init__(self, budget: int) -> None:
         self.ops: list[tuple[str, tuple[str, ...], bytes | None]] = []
@@ -127,14 +127,14 @@ def _op_size(path: tuple[str, ...], value: bytes | None) -> int:
 def diff(old_text: str, new_text: str, *, max_share: float = MAX_SHARE) -> str | None:
     """A patch turning ``old_text``'s JSONB into ``new_text``'s, or None for a full write.
 
-    Both are valid JSON text. Never raises for valid input: whatever cannot
+    Both are values ``set`` accepts, JSON or not. Never raises: whatever cannot
     be patched exactly, or would be larger than ``max_share`` of
     ``new_text`` (tests raise it to see patches of small documents),
     answers None.
     """
     try:
         if to_stored(old_text) is not old_text or to_stored(new_text) is not new_text:
-            return None  # stored as an envelope (a NUL, or reads as one): not the JSONB a patch sees
+            return None  # stored as an envelope (not JSON, a NUL, or reads as one): not the JSONB a patch sees
         old = loads(old_text)
         new = loads(new_text)
         if type(old) is not type(new) or type(old) not in (dict, list):

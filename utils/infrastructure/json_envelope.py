@@ -1,20 +1,32 @@
-"""Documents PostgreSQL's JSONB cannot hold, carried losslessly inside one it can.
+"""Values PostgreSQL's JSONB cannot hold as they are, carried losslessly inside one it can.
 
-JSONB refuses the escape ``\\u0000`` (a NUL character in a string), and tool
-output a daemon puts into a conversation may contain one. The Postgres and
-Supabase backends therefore store such a document as the envelope
+A value is any str. The Postgres and Supabase backends keep a JSON document
+as JSONB, queryable in SQL; JSONB cannot take every value, so they store
+the others as the envelope
 
-    {"$conversation-storage:json-text": "<the caller's JSON text>"}
+    {"$conversation-storage:json-text": "<the caller's text>"}
 
-whose only value is the caller's text as a JSON string: there its escape
-``\\u0000`` is six ordinary characters (written ``\\\\u0000``), which JSONB
-holds. Reads unwrap it and return the caller's text byte for byte.
+whose only value is the caller's text as a JSON string, and reads unwrap it
+and return that text byte for byte. Those values are:
 
-Every other document is stored as it is: writes pay one scan for the text
-``\\u0000`` (which validation used to do to refuse it) and an anchored match
-on the first key, reads one ``startswith``. So that a read never mistakes a
-caller's document for an envelope, a document that would read as one (an
-object whose only key is the marker, with a string value) is wrapped too.
+- text that is not JSON (``"test_value"``, ``""``): JSONB would refuse it;
+- a JSON document holding the escape ``\\u0000`` (a NUL in a string, as tool
+  output may hold): JSONB refuses it, while in the envelope the escape is six
+  ordinary characters (written ``\\\\u0000``);
+- a document that would read as an envelope (an object whose only key is
+  the marker, with a string or list of strings as its value), so that a
+  read never mistakes a caller's document for one.
+
+A NUL character itself (which JSON text cannot hold, so only plain text
+has one) cannot be in a JSONB string either: such text is stored as the
+list of its pieces between the NULs, ``{"$...": ["a", "b"]}`` for ``"a\\x00b"``.
+
+What is JSON is decided as validation decides it (validation.py): orjson
+reads it. Validation has just parsed the text a write sends, so it notes
+the answer (:func:`note_json`) and the write asks by identity instead of
+parsing the document a second time. Every other document then costs one
+scan for the text ``\\u0000`` and an anchored match on the first key;
+reads one ``startswith``.
 
 Memory and SQLite keep the caller's text unchanged (SQLite stores it as
 TEXT and never parses it), so they need none of this.
@@ -23,6 +35,7 @@ TEXT and never parses it), so they need none of this.
 from __future__ import annotations
 
 import re
+import threading
 
 import orjson
 
@@ -40,29 +53,69 @@ _NUL_ESCAPE = re.compile(r"\\u0000")
 _MAY_READ_AS_ENVELOPE = re.compile(r'[ \t\n\r]*\{[ \t\n\r]*"[$\\]')
 
 
+class _Noted(threading.local):
+    """The texts this thread last learned to be JSON or not, most recent last."""
+
+    def __init__(self) -> None:
+        self.texts: list[tuple[str, bool]] = []
+
+
+_noted = _Noted()
+# A write's new text and the text a near-cache patch starts from.
+_NOTED_MAX = 2
+
+
+def note_json(text: str, is_json: bool) -> None:
+    """Record whether this very ``text`` object is JSON, for the write that sends it next.
+
+    Holding the object keeps its identity from being reused for another text.
+    """
+    noted = _noted.texts
+    noted.append((text, is_json))
+    if len(noted) > _NOTED_MAX:
+        del noted[0]
+
+
+def is_json(text: str) -> bool:
+    """True when ``text`` is a JSON document orjson reads, as validation decides."""
+    for known, verdict in _noted.texts:
+        if known is text:
+            return verdict
+    try:
+        orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
 def to_stored(text: str) -> str:
     """The text to send to a JSONB column: ``text`` itself, or its envelope when needed."""
+    if not is_json(text):
+        return _envelope(text)
     if _NUL_ESCAPE.search(text) is None and _MAY_READ_AS_ENVELOPE.match(text) is None:
         return text  # nearly every document: one scan, one anchored match
-    if needs_envelope(text):
-        return _ENVELOPE_START + orjson.dumps(text).decode() + "}"
+    if _contains_nul(text) or (_MAY_READ_AS_ENVELOPE.match(text) and _is_envelope(orjson.loads(text))):
+        return _envelope(text)
     return text
 
 
 def from_stored(text: str | None) -> str | None:
     """The caller's text from what the store returned (an envelope is unwrapped)."""
-    if text is not None and text.startswith(_STORED_START):
+    if text is None:
+        return None
+    if text.startswith(_STORED_START):
         document = orjson.loads(text)
         if _is_envelope(document):
-            return document[MARKER]
+            inner = document[MARKER]
+            return inner if type(inner) is str else "\x00".join(inner)
+    # JSONB's own printing: a write of it (update, a near-cache patch) need not parse it again.
+    note_json(text, True)
     return text
 
 
-def needs_envelope(text: str) -> bool:
-    """True when JSONB cannot hold ``text`` as it is, or would read back as an envelope."""
-    if _contains_nul(text):
-        return True
-    return bool(_MAY_READ_AS_ENVELOPE.match(text)) and _is_envelope(orjson.loads(text))
+def _envelope(text: str) -> str:
+    inner = text.split("\x00") if "\x00" in text else text
+    return _ENVELOPE_START + orjson.dumps(inner).decode() + "}"
 
 
 def _contains_nul(text: str) -> bool:
@@ -82,4 +135,7 @@ def _contains_nul(text: str) -> bool:
 
 
 def _is_envelope(document: object) -> bool:
-    return type(document) is dict and len(document) == 1 and type(document.get(MARKER)) is str
+    if type(document) is not dict or len(document) != 1:
+        return False
+    inner = document.get(MARKER)
+    return type(inner) is str or (type(inner) is list and all(type(piece) is str for piece in inner))

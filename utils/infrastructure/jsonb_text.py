@@ -19,6 +19,8 @@ import hashlib
 import json
 import re
 
+from .json_envelope import note_json
+
 _NUMBER = re.compile(r"(-?)([0-9]+)(?:\.([0-9]+))?(?:[eE]([-+]?[0-9]+))?")
 # parse_float leaves a placeholder string, replaced after encoding: the
 # standard encoder writes no number but its own. A NUL cannot occur in a
@@ -69,6 +71,9 @@ def render(text: str) -> str | None:
         return None
     if numbers:
         printed = _PLACEHOLDER.sub(lambda m: numbers[int(m.group(1))], printed)
+    # Used only once the store confirmed it as its own printing of the JSONB
+    # it holds, which is JSON: a patch from it need not parse it again.
+    note_json(printed, True)
     return printed
 
 

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import timedelta
 from typing import Any, NamedTuple
 
 import orjson
 
 from .errors import StorageTypeError, StorageValueError
-from .json_numbers import check_numbers
+from .json_envelope import note_json
+from .json_numbers import _STRING, check_numbers
 
 MAX_KEY_BYTES = 512
 # Postgres `integer`, the type of thread_set's p_ttl_seconds (about 68 years)
@@ -143,17 +145,20 @@ def ttl_to_seconds(ttl: object) -> int:
     return seconds
 
 
-def check_value(value: object, max_bytes: int) -> None:
-    """Raise unless ``value`` is one JSON document that every backend can store.
+def check_value(value: object, max_bytes: int) -> bool:
+    """Raise unless every backend can store ``value``; True when it is JSON.
 
-    A NUL (``\\u0000``) is accepted: the Postgres and Supabase backends store
-    such a document in an envelope JSONB can hold (json_envelope.py). Its
-    numbers must read back alike from every backend (json_numbers.py).
+    Any str is a value. One orjson reads is a JSON document (RFC 8259,
+    nesting at most 1024 deep), kept as JSONB where the backend has it; its
+    numbers must read back alike from every backend (json_numbers.py). Every
+    other str is text, kept exactly: the Postgres and Supabase backends wrap
+    it, and a document holding a NUL, in an envelope (json_envelope.py).
+    Refused are text UTF-8 cannot encode (a lone surrogate: no store takes
+    it, Redis neither), more than ``max_bytes``, and JSON whose numbers break
+    the rule, whether orjson reads it or not (``1e400``).
     """
     if not isinstance(value, str):
-        raise StorageTypeError(
-            f"value must be a str holding a JSON document, got {type(value).__name__}"
-        )
+        raise StorageTypeError(f"value must be a str, got {type(value).__name__}")
     # Measuring the exact UTF-8 size copies the value; skip it whenever the
     # character count alone proves the answer.
     size = len(value)
@@ -167,9 +172,43 @@ def check_value(value: object, max_bytes: int) -> None:
                 _raise_too_large(size, max_bytes)
     try:
         orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        raise StorageValueError(f"value is not valid JSON: {exc}") from None
-    check_numbers(value, max_bytes, size_bound=size, ints=False)
+    except orjson.JSONDecodeError:
+        if not value.isascii():
+            _encode_utf8(value, "value")
+        if _is_json_grammar(value):
+            check_numbers(value, max_bytes, size_bound=size)
+        document = False
+    else:
+        check_numbers(value, max_bytes, size_bound=size, ints=False)
+        document = True
+    note_json(value, document)
+    return document
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+# Python's reader, for what orjson refused: it reads numbers beyond a double
+# (which the number rule refuses, as it always did) and escaped lone
+# surrogates, which leave the text JSON but not JSONB. Not NaN or Infinity.
+_GRAMMAR = json.JSONDecoder(parse_float=str, parse_int=str, parse_constant=_no_constant)
+_BRACKET = re.compile(r"[\[\]{}]")
+_MAX_DEPTH = 1024  # orjson's, which no other reader may exceed
+
+
+def _is_json_grammar(text: str) -> bool:
+    """True when ``text`` is one RFC 8259 document nested at most 1024 deep."""
+    try:
+        _GRAMMAR.decode(text)
+    except (ValueError, RecursionError):
+        return False
+    depth = 0
+    for bracket in _BRACKET.findall(_STRING.sub('""', text)):
+        depth += 1 if bracket in "[{" else -1
+        if depth > _MAX_DEPTH:
+            return False
+    return True
 
 
 def check_user_id(user_id: object) -> str | None:
@@ -220,7 +259,8 @@ def _encode_utf8(text: str, what: str) -> bytes:
         return text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise StorageValueError(
-            f"{what} is not valid Unicode text: {exc.reason} at position {exc.start}"
+            f"{what} is not valid Unicode text ({exc.reason} at position {exc.start}): "
+            "UTF-8, which every store keeps text in, cannot encode it"
         ) from None
 
 
