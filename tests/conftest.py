@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Callable
 
 import pytest
 from freezegun import freeze_time
@@ -16,6 +16,7 @@ from tests.support.async_facade import EventLoopThread, SyncFacade
 from tests.support.database import apply_sql
 from tests.support.local_supabase import LocalSupabase
 from tests.support.outages import PostgresStore, SupabaseStore
+from tests.support.pgbouncer import PgBouncer
 from tests.support.postgres_server import PASSWORD, PostgresServer
 from utils.infrastructure import storage_backend
 from utils.infrastructure.async_adapters import AsyncInMemoryStorage, AsyncSQLiteStorage
@@ -28,7 +29,9 @@ from utils.infrastructure.supabase_storage import AsyncSupabaseStorage, Supabase
 
 #: "-uncached": the remote backends without their near cache (near_cache.py);
 #: the plain names run with it, patching every write of a thread they hold.
-BACKENDS = ["memory", "sqlite", "postgres", "supabase", "postgres-uncached", "supabase-uncached"]
+#: "postgres-pgbouncer": with the near cache, through a real PgBouncer in
+#: transaction mode (the pooler changes the transport, not the calls).
+BACKENDS = ["memory", "sqlite", "postgres", "supabase", "postgres-pgbouncer", "postgres-uncached", "supabase-uncached"]
 ALL_BACKENDS = BACKENDS + [f"async-{name}" for name in BACKENDS]
 
 
@@ -92,6 +95,22 @@ def postgres_dsn(postgres_server, _postgres_database):
 
 
 @pytest.fixture(scope="session")
+def pgbouncer(postgres_server):
+    """PgBouncer in transaction mode, as it ships (it refuses startup options), before the session's Postgres.
+
+    That server is never stopped by a test, so the pooler's server connections stay good.
+    """
+    with PgBouncer(postgres_server, ignore_startup_parameters="extra_float_digits") as bouncer:
+        yield bouncer
+
+
+@pytest.fixture
+def pgbouncer_dsn(pgbouncer, postgres_dsn):
+    """``postgres_dsn``'s database, through the pooler."""
+    return pgbouncer.dsn_for(postgres_dsn.rsplit("/", 1)[1])
+
+
+@pytest.fixture(scope="session")
 def event_loop_thread():
     runner = EventLoopThread()
     yield runner
@@ -122,15 +141,16 @@ def _open_backend(name: str, request, runner: EventLoopThread | None):
         path = request.getfixturevalue("tmp_path") / "threads.sqlite3"
         storage = runner.run(AsyncSQLiteStorage.create(path)) if runner else SQLiteStorage(path)
         return storage, SQLiteStorage(path)
-    name, _, uncached = name.partition("-")
-    cache = (lambda: False) if uncached else (lambda: NearCache(patch_min_chars=0))
+    name, _, variant = name.partition("-")
+    cache = (lambda: False) if variant == "uncached" else (lambda: NearCache(patch_min_chars=0))
     if name == "postgres":
-        dsn = request.getfixturevalue("postgres_dsn")
+        pooler = variant == "pgbouncer"  # its port is a free one, not 6432: say so
+        dsn = request.getfixturevalue("pgbouncer_dsn" if pooler else "postgres_dsn")
         if runner:
-            storage = runner.run(AsyncPostgresStorage.create(dsn, near_cache=cache()))
+            storage = runner.run(AsyncPostgresStorage.create(dsn, transaction_pooler=pooler, near_cache=cache()))
         else:
-            storage = PostgresStorage(dsn, near_cache=cache())
-        return storage, PostgresStorage(dsn, max_size=2, near_cache=cache())
+            storage = PostgresStorage(dsn, transaction_pooler=pooler, near_cache=cache())
+        return storage, PostgresStorage(dsn, transaction_pooler=pooler, max_size=2, near_cache=cache())
     project = request.getfixturevalue("supabase_project")
     args = (project.url, project.secret_key)
     if runner:
@@ -155,7 +175,7 @@ def backend(request) -> BackendUnderTest:
         storage, peer = _open_backend(name, request, runner)
         advance = time.sleep
         if frozen is not None:
-            advance = lambda seconds: clock.tick(timedelta(seconds=seconds))  # noqa: E731
+            advance = lambda seconds: clock.tick(timedelta(seconds=seconds))
         face = SyncFacade(storage, runner) if runner else storage
         yield BackendUnderTest(request.param, face, advance, peer)
         face.close()

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from scripts.benchmarks.network_proxy import ShapingProxy
 from tests.support.documents import conversation_document, next_turn
 from tests.support.outside_writer import OutsideWriter
+from utils.infrastructure.errors import StorageError
 from utils.infrastructure.near_cache import NearCache
 from utils.infrastructure.postgres_storage import PostgresStorage
 from utils.infrastructure.supabase_storage import SupabaseStorage
@@ -26,13 +27,14 @@ TTL = 3600
 
 
 def _open(kind: str, request, cache) -> object:
-    if kind == "postgres":
-        return PostgresStorage(request.getfixturevalue("postgres_dsn"), max_size=2, near_cache=cache)
+    if kind in ("postgres", "pgbouncer"):
+        return PostgresStorage(request.getfixturevalue(f"{kind}_dsn"), transaction_pooler=kind == "pgbouncer",
+                               max_size=2, near_cache=cache)
     project = request.getfixturevalue("supabase_project")
     return SupabaseStorage(project.url, project.secret_key, near_cache=cache)
 
 
-@pytest.fixture(params=["postgres", "supabase"])
+@pytest.fixture(params=["postgres", "pgbouncer", "supabase"])
 def daemons(request):
     """Two daemons with a near cache each (patching every write of a thread they hold), two without."""
     opened = {
@@ -148,7 +150,7 @@ def test_a_write_that_failed_leaves_nothing_held(daemons):
     key = f"thread:{uuid.uuid4()}"
     mine.setex(key, TTL, conversation_document(2))
     mine.close()
-    with pytest.raises(Exception):
+    with pytest.raises(StorageError):
         mine.setex(key, TTL, conversation_document(3))
     assert mine.near_cache.get(key) is None
 

@@ -26,7 +26,7 @@ class PgBouncer:
         self.server = server
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="conversation-pgbouncer-"))
-        os.chmod(self.root, 0o777)  # it drops root for the postgres user, who writes its log here
+        os.chmod(self.root, 0o777)  # it drops root for the postgres user, who writes its pidfile here
         self.pool_mode = pool_mode
         self.ignore_startup_parameters = ignore_startup_parameters
         self.logfile = self.root / "pgbouncer.log"
@@ -46,14 +46,18 @@ class PgBouncer:
             f"auth_type = plain\nauth_file = {self.root / 'users.txt'}\n"
             f"pool_mode = {self.pool_mode}\n"
             f"ignore_startup_parameters = {self.ignore_startup_parameters}\n"
-            f"logfile = {self.logfile}\npidfile = {self.root / 'pgbouncer.pid'}\n"
+            f"pidfile = {self.root / 'pgbouncer.pid'}\n"
             "default_pool_size = 20\nmax_client_conn = 200\n"
         )
         for path in self.root.iterdir():
             os.chmod(path, 0o644)
         user = ["-u", "postgres"] if os.geteuid() == 0 else []
-        self._process = subprocess.Popen([binary, *user, str(self.root / "pgbouncer.ini")],
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # Its log goes to stderr, into a file: a pipe nobody reads fills after
+        # about 230 connections (64 KiB of log lines), and then pgbouncer,
+        # blocked writing to it, accepts and answers nothing more.
+        with open(self.logfile, "ab") as log:
+            self._process = subprocess.Popen([binary, *user, str(self.root / "pgbouncer.ini")],
+                                             stdout=subprocess.DEVNULL, stderr=log)
         deadline = time.monotonic() + 15
         while True:
             try:
