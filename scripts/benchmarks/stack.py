@@ -6,6 +6,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -14,15 +15,15 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.support.database import (  # noqa: E402
+from tests.support.database import (
     AUTHENTICATOR_PASSWORD,
     PG_CRON_SETTINGS,
     apply_sql,
     prepare_supabase_database,
 )
-from tests.support.local_supabase import JWT_SECRET  # noqa: E402
-from tests.support.postgres_server import PASSWORD, PostgresServer, free_port  # noqa: E402
-from tests.support.rpc_gateway import COUNTS_PATH  # noqa: E402
+from tests.support.local_supabase import JWT_SECRET
+from tests.support.postgres_server import PASSWORD, PostgresServer, free_port
+from tests.support.rpc_gateway import COUNTS_PATH
 
 
 class Stack:
@@ -48,6 +49,8 @@ class Stack:
         self._gateway.stdout.readline()  # "RPC gateway on ..." once it listens
         # Then the project's keys, name=value: its gateway accepts no others.
         keys = dict(self._gateway.stdout.readline().strip().split("=", 1) for _ in range(4))
+        # Keep the pipe drained: a child blocked writing to a full one stops answering requests.
+        threading.Thread(target=self._gateway.stdout.read, daemon=True).start()
         self.supabase_url = f"http://127.0.0.1:{port}"
         self.service_role_key = keys["service_role_key"]
         self.secret_key = keys["secret_key"]
