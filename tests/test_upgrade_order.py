@@ -130,7 +130,7 @@ def test_a_function_missing_at_call_time_turns_the_near_cache_off_and_writes_on(
             storage.setex("thread:m", TTL, '{"turns": [1, 2]}')
             assert storage.get("thread:m") == '{"turns": [1, 2]}'
         assert storage.primary.near_cache is None
-        assert caplog.text.count("conversation-storage migrate") == 1
+        assert _warnings_naming_migrate(caplog) == 1
     finally:
         storage.close()
 
@@ -214,4 +214,9 @@ def test_the_asyncio_face_falls_back_the_same_way(database, caplog):
     with caplog.at_level(logging.WARNING, logger="conversation_storage"):
         first, again, cache = asyncio.run(exchange())
     assert first == again == '{"turns": [1, 2]}'
-    assert cache is None and caplog.text.count("conversation-storage migrate") == 1
+    assert cache is None and _warnings_naming_migrate(caplog) == 1
+
+
+def _warnings_naming_migrate(caplog) -> int:
+    # Records, not mentions: the warning quotes the schema error, which names migrate too.
+    return sum("conversation-storage migrate" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
