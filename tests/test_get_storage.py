@@ -258,6 +258,20 @@ def test_sqlite_is_used_at_the_configured_path(clean_env, tmp_path):
     assert (tmp_path / "deep" / "threads.db").exists()
 
 
+def test_a_home_relative_path_from_a_dotenv_file_is_under_home(clean_env, tmp_path):
+    # .env.example writes its paths with ~, and nothing expands it in a .env file.
+    clean_env.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / ".env").write_text("CONVERSATION_STORAGE_BACKEND=sqlite\n"
+                                   "CONVERSATION_SQLITE_PATH=~/threads.sqlite3\n"
+                                   "CONVERSATION_SPOOL_PATH=~/spool.sqlite3\n")
+    clean_env.delenv("CONVERSATION_SPOOL_PATH")
+    settings = load_settings()
+    assert settings.sqlite_path == str(tmp_path / "home" / "threads.sqlite3")
+    assert settings.spool_path == str(tmp_path / "home" / "spool.sqlite3")
+    get_storage().setex("thread:home", 60, "{}")
+    assert (tmp_path / "home" / "threads.sqlite3").exists() and not (tmp_path / "~").exists()
+
+
 def test_unreachable_postgres_falls_back(clean_env, caplog):
     clean_env.setenv("CONVERSATION_STORAGE_BACKEND", "postgres")
     clean_env.setenv("DATABASE_URL", f"postgresql://postgres:x@127.0.0.1:{free_port()}/postgres")

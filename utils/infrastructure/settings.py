@@ -86,10 +86,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         postgres_pool_min=_positive(environ, "CONVERSATION_POSTGRES_POOL_MIN", 1, int),
         postgres_pool_max=_positive(environ, "CONVERSATION_POSTGRES_POOL_MAX", 10, int),
         transaction_pooler=_pooler(environ),
-        sqlite_path=_text(environ, "CONVERSATION_SQLITE_PATH"),
+        sqlite_path=_path(environ, "CONVERSATION_SQLITE_PATH"),
         sqlite_synchronous=_choice(environ, "CONVERSATION_SQLITE_SYNCHRONOUS", ("full", "normal", "extra"), "full"),
         failover=_flag(environ, "CONVERSATION_STORAGE_FAILOVER", default=True),
-        spool_path=_text(environ, "CONVERSATION_SPOOL_PATH"),
+        spool_path=_path(environ, "CONVERSATION_SPOOL_PATH"),
         near_cache=_flag(environ, "CONVERSATION_NEAR_CACHE", default=True),
     )
 
@@ -166,6 +166,12 @@ def _timeout_hours(environ: Mapping[str, str]) -> float:
 def _text(environ: Mapping[str, str], name: str) -> str | None:
     value = environ.get(name, "").strip()
     return value or None
+
+
+def _path(environ: Mapping[str, str], name: str) -> str | None:
+    # A shell expands ~ in a command line, never in a .env file or a systemd Environment=.
+    value = _text(environ, name)
+    return os.path.expanduser(value) if value else None
 
 
 def _positive(environ: Mapping[str, str], name: str, default, kind):
