@@ -70,7 +70,7 @@ def main() -> int:
             print(f"storage: SQLite file {env['CONVERSATION_SQLITE_PATH']}", flush=True)
         key = f"thread:{uuid.uuid4()}"
         for step in STEPS:
-            result = subprocess.run([sys.executable, __file__, step, key], env=env)
+            result = subprocess.run([sys.executable, __file__, step, key], env=env, check=False)
             if result.returncode != 0:
                 return result.returncode
     return 0

@@ -26,7 +26,8 @@ print(json.dumps(json.loads(storage.get({key!r}))))
 
 def _run(code: str, env: dict[str, str]) -> str:
     result = subprocess.run(
-        [sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()

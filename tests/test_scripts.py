@@ -16,7 +16,8 @@ def _run(script, env_overrides: dict[str, str]) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONVERSATION_", "SUPABASE_"))}
     env.update(env_overrides)
     return subprocess.run(
-        [sys.executable, str(script)], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, str(script)], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120,
+        check=False,
     )
 
 

@@ -6,7 +6,7 @@ import json
 import socket
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from freezegun import freeze_time
@@ -86,7 +86,7 @@ def test_sub_second_timeout_is_honoured_and_raises_unavailable():
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
-        url = "http://127.0.0.1:%d" % listener.getsockname()[1]
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
         with SupabaseStorage(url, "any-key", timeout_seconds=0.3) as storage:
             started = time.monotonic()
             with pytest.raises(StorageUnavailableError, match="in time"):
@@ -97,13 +97,13 @@ def test_sub_second_timeout_is_honoured_and_raises_unavailable():
 
 def test_expiry_follows_the_server_clock_not_the_client_clock(storage):
     # A client clock a day ahead (or behind) must not expire or revive anything.
-    with freeze_time(datetime.now(timezone.utc) + timedelta(days=1)):
+    with freeze_time(datetime.now(UTC) + timedelta(days=1)):
         storage.setex("thread:clock", 2, '{"a": 1}')
         assert storage.get("thread:clock") is not None
-    with freeze_time(datetime.now(timezone.utc) - timedelta(days=1)):
+    with freeze_time(datetime.now(UTC) - timedelta(days=1)):
         assert storage.get("thread:clock") is not None
     time.sleep(2.2)
-    with freeze_time(datetime.now(timezone.utc) - timedelta(days=1)):
+    with freeze_time(datetime.now(UTC) - timedelta(days=1)):
         assert storage.get("thread:clock") is None
 
 
@@ -140,7 +140,7 @@ def test_get_refreshes_accessed_at_at_most_once_a_minute(storage, supabase_proje
         )
     storage.get("thread:hot")
     refreshed_at = _row(supabase_project, "thread:hot")[3]
-    assert datetime.now(timezone.utc) - refreshed_at < timedelta(seconds=10)
+    assert datetime.now(UTC) - refreshed_at < timedelta(seconds=10)
 
 
 def test_replacing_keeps_owner_and_metadata_until_the_thread_expires(storage, supabase_project):

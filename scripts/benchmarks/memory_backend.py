@@ -25,8 +25,8 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.support.documents import document_of_size  # noqa: E402
-from utils.infrastructure.memory_storage import InMemoryStorage  # noqa: E402
+from tests.support.documents import document_of_size
+from utils.infrastructure.memory_storage import InMemoryStorage
 
 logger = logging.getLogger("baseline")
 
@@ -87,9 +87,13 @@ def main() -> None:
     for label, size in (("5 KB", 5_000), ("50 KB", 50_000), ("250 KB", 250_000), ("2 MB", 2_000_000)):
         value = document_of_size(size)
         m = max(20, n // max(1, size // 500))
-        store = lambda: ours.setex(key, 3600, value)  # noqa: E731
-        rows.append((f"set {label}", "json.loads", *compare_ns(lambda: json.loads(value), store, m, repeats)))
-        rows.append((f"set {label}", "orjson.loads", *compare_ns(lambda: orjson.loads(value), store, m, repeats)))
+        def store(value: str = value) -> None:
+            ours.setex(key, 3600, value)
+
+        rows.append((f"set {label}", "json.loads",
+                     *compare_ns(lambda value=value: json.loads(value), store, m, repeats)))
+        rows.append((f"set {label}", "orjson.loads",
+                     *compare_ns(lambda value=value: orjson.loads(value), store, m, repeats)))
     ours.close()
 
     print(f"{'operation':<14} {'baseline':<16} {'baseline':>12} {'this library':>14} {'ratio':>7}")

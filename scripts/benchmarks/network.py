@@ -25,18 +25,18 @@ import platform
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from psycopg.conninfo import make_conninfo  # noqa: E402
+from psycopg.conninfo import make_conninfo
 
-from scripts.benchmarks.network_proxy import PROFILES, ShapingProxy  # noqa: E402
-from scripts.benchmarks.stack import Stack  # noqa: E402
-from tests.support.documents import conversation_document  # noqa: E402
-from utils.infrastructure.postgres_storage import PostgresStorage  # noqa: E402
-from utils.infrastructure.supabase_storage import SupabaseStorage  # noqa: E402
+from scripts.benchmarks.network_proxy import PROFILES, ShapingProxy
+from scripts.benchmarks.stack import Stack
+from tests.support.documents import conversation_document
+from utils.infrastructure.postgres_storage import PostgresStorage
+from utils.infrastructure.supabase_storage import SupabaseStorage
 
 TTL = 3 * 3600  # pal's CONVERSATION_TIMEOUT_HOURS
 CHARS_PER_TURN = 5300  # about 5.5 KB per turn once wrapped, as in pal's threads: 50 turns ≈ 276 KB
@@ -60,7 +60,7 @@ def pal_thread(turns: int) -> tuple[str, list[dict]]:
 def add_turn(storage, key: str, turn: dict) -> None:
     """pal's add_turn: the whole thread read, one turn appended, the whole thread written."""
     thread = json.loads(storage.get(key))
-    now = datetime.now(timezone.utc).isoformat()
+    now = datetime.now(UTC).isoformat()
     thread["turns"].append(dict(turn, timestamp=now))
     thread["last_updated_at"] = now
     storage.setex(key, TTL, _dump(thread))
@@ -291,7 +291,7 @@ def main() -> int:
         stack.close()
 
     info = {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
         "postgres": postgres_version, "mode": "quick" if args.quick else "full",
         "exchanges per cell": f"up to {exchanges} (at least 3; fewer past {args.budget:g} s a cell)",

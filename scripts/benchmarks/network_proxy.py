@@ -44,6 +44,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, replace
+from typing import Self
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,7 @@ class ShapingProxy:
 
     # -- lifecycle -------------------------------------------------------
 
-    def start(self) -> ShapingProxy:
+    def start(self) -> Self:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(0.05)  # how often the acceptor looks at the clock
         self.port = self._listener.getsockname()[1]
@@ -184,7 +185,7 @@ class ShapingProxy:
     def stopped(self) -> bool:
         return self._stopped.is_set()
 
-    def __enter__(self) -> ShapingProxy:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:

@@ -25,15 +25,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import psycopg  # noqa: E402
+import psycopg
 
-from tests.support.database import SQL_DIR, apply_sql  # noqa: E402
-from tests.support.documents import document_of_size  # noqa: E402
-from tests.support.local_supabase import LocalSupabase  # noqa: E402
-from tests.support.postgres_server import PASSWORD  # noqa: E402
-from utils.infrastructure.errors import StorageError  # noqa: E402
-from utils.infrastructure.postgres_storage import PostgresStorage  # noqa: E402
-from utils.infrastructure.supabase_storage import SupabaseStorage  # noqa: E402
+from tests.support.database import SQL_DIR, apply_sql
+from tests.support.documents import document_of_size
+from tests.support.local_supabase import LocalSupabase
+from tests.support.postgres_server import PASSWORD
+from utils.infrastructure.errors import StorageError
+from utils.infrastructure.postgres_storage import PostgresStorage
+from utils.infrastructure.supabase_storage import SupabaseStorage
 
 HEAVY_USER = "user-heavy"
 TYPICAL_USER = "user-1500"
@@ -152,9 +152,9 @@ class Bench:
         batched = self.admin.execute(
             "select to_regprocedure('public.delete_user_threads_batch(text, integer)') is not null").fetchone()[0]
         if batched:
-            erase = lambda: self.storage.delete_user_threads(user)  # noqa: E731
+            erase = lambda: self.storage.delete_user_threads(user)
         else:  # what the library did before sql/009: one call, one statement
-            erase = lambda: self.storage._call("delete_user_threads", {"p_user_id": user})  # noqa: E731
+            erase = lambda: self.storage._call("delete_user_threads", {"p_user_id": user})
         return timed(erase, self.runs, save, restore)
 
     def operator_calls(self) -> None:

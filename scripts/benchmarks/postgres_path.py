@@ -30,9 +30,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from scripts.benchmarks.measure import time_calls  # noqa: E402
-from tests.support.documents import document_of_size  # noqa: E402
-from utils.infrastructure.postgres_storage import PostgresStorage  # noqa: E402
+from scripts.benchmarks.measure import time_calls
+from tests.support.documents import document_of_size
+from utils.infrastructure.postgres_storage import PostgresStorage
 
 RAW_SELECT = ("select conversation_data::text from public.conversation_threads"
               " where thread_id = %s and expires_at > now()")
@@ -114,7 +114,7 @@ def measure(dsn: str, redis_port: int | None, rounds: int, calls: int) -> dict:
     for _ in range(rounds):
         conn = storage._pool.getconn()
         for name, statement in raw.items():
-            p50s[name].append(statistics.median(time_calls(lambda i: statement(conn), calls, warmup=5)))
+            p50s[name].append(statistics.median(time_calls(lambda i, statement=statement, conn=conn: statement(conn), calls, warmup=5)))
         storage._pool.putconn(conn)
         for name, call in contenders.items():
             p50s[name].append(statistics.median(time_calls(call, calls, warmup=5)))

@@ -23,25 +23,25 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import psycopg  # noqa: E402
+import psycopg
 
-from scripts.benchmarks import postgres_path  # noqa: E402
-from scripts.benchmarks.measure import Result, throughput, time_calls  # noqa: E402
-from scripts.benchmarks.network_proxy import Profile, ShapingProxy  # noqa: E402
-from scripts.benchmarks.postgres_path import RAW_SELECT, RAW_UPSERT  # noqa: E402
-from scripts.benchmarks.report import print_table, write_chart, write_markdown  # noqa: E402
-from scripts.benchmarks.stack import Stack  # noqa: E402
-from tests.support.documents import document_of_size  # noqa: E402
-from utils.infrastructure.cleanup import cleanup_until_done  # noqa: E402
-from utils.infrastructure.memory_storage import InMemoryStorage  # noqa: E402
-from utils.infrastructure.postgres_storage import PostgresStorage  # noqa: E402
-from utils.infrastructure.sqlite_storage import SQLiteStorage  # noqa: E402
-from utils.infrastructure.supabase_storage import SupabaseStorage  # noqa: E402
+from scripts.benchmarks import postgres_path
+from scripts.benchmarks.measure import Result, throughput, time_calls
+from scripts.benchmarks.network_proxy import Profile, ShapingProxy
+from scripts.benchmarks.postgres_path import RAW_SELECT, RAW_UPSERT
+from scripts.benchmarks.report import print_table, write_chart, write_markdown
+from scripts.benchmarks.stack import Stack
+from tests.support.documents import document_of_size
+from utils.infrastructure.cleanup import cleanup_until_done
+from utils.infrastructure.memory_storage import InMemoryStorage
+from utils.infrastructure.postgres_storage import PostgresStorage
+from utils.infrastructure.sqlite_storage import SQLiteStorage
+from utils.infrastructure.supabase_storage import SupabaseStorage
 
 SIZES = {"5KB": 5_000, "50KB": 50_000, "250KB": 250_000, "2MB": 2_000_000}
 
@@ -82,26 +82,28 @@ def bench_sizes(stack: Stack, backends: dict, quick: bool) -> list[Result]:
         group = f"{label} document"
         floor = LockedDict()
         floor.setex(key, 3600, doc)
-        results.append(Result(group, "dict+lock get", time_calls(lambda i: floor.get(key), n)))
-        results.append(Result(group, "dict+lock set", time_calls(lambda i: floor.setex(key, 3600, doc), n)))
+        results.append(Result(group, "dict+lock get", time_calls(lambda i, floor=floor, key=key: floor.get(key), n)))
+        results.append(Result(group, "dict+lock set", time_calls(lambda i, floor=floor, key=key, doc=doc: floor.setex(key, 3600, doc), n)))
         raw.execute("select public.thread_set(%s, %s, 3600)", (key, doc))
         results.append(Result(group, "psycopg SELECT 1", time_calls(lambda i: raw.execute("select 1").fetchone(), n)))
         results.append(Result(group, "psycopg select row",
-                              time_calls(lambda i: raw.execute(RAW_SELECT, (key,), prepare=True).fetchone(), n)))
+                              time_calls(lambda i, key=key: raw.execute(RAW_SELECT, (key,), prepare=True).fetchone(), n)))
         raw_key = f"thread:bench-raw-{label}"
         results.append(Result(group, "psycopg upsert",
-                              time_calls(lambda i: raw.execute(RAW_UPSERT, (raw_key, doc, 3600), prepare=True), n)))
+                              time_calls(lambda i, raw_key=raw_key, doc=doc:
+                                         raw.execute(RAW_UPSERT, (raw_key, doc, 3600), prepare=True), n)))
         if redis_client is not None:
-            results.append(Result(group, "redis SET EX", time_calls(lambda i: redis_client.set(key, doc, ex=3600), n),
+            results.append(Result(group, "redis SET EX", time_calls(lambda i, key=key, doc=doc: redis_client.set(key, doc, ex=3600), n),
                                   baseline="psycopg upsert"))
-            results.append(Result(group, "redis GET", time_calls(lambda i: redis_client.get(key), n),
+            results.append(Result(group, "redis GET", time_calls(lambda i, key=key: redis_client.get(key), n),
                                   baseline="psycopg select row"))
         for name, storage in backends.items():
             in_process = name in ("memory",)
             storage.setex(key, 3600, doc)
-            results.append(Result(group, f"{name} get", time_calls(lambda i: storage.get(key), n),
+            results.append(Result(group, f"{name} get", time_calls(lambda i, storage=storage, key=key: storage.get(key), n),
                                   baseline="dict+lock get" if in_process else "psycopg select row"))
-            results.append(Result(group, f"{name} set", time_calls(lambda i: storage.setex(key, 3600, doc), n),
+            results.append(Result(group, f"{name} set", time_calls(lambda i, storage=storage, key=key, doc=doc:
+                                                                    storage.setex(key, 3600, doc), n),
                                   baseline="dict+lock set" if in_process else "psycopg upsert"))
     raw.close()
     return results
@@ -148,12 +150,12 @@ def count_round_trips(stack: Stack, supabase: SupabaseStorage) -> list[Result]:
             for i in range(10):  # connected, and past psycopg's prepare threshold
                 op(postgres, i)
             proxy.reset()
-            samples = time_calls(lambda i: op(postgres, i), n, warmup=0)
+            samples = time_calls(lambda i, op=op: op(postgres, i), n, warmup=0)
             results.append(Result("round trips", f"postgres {op_name}", samples,
                                   round_trips=proxy.counters().round_trips / n,
                                   note="Postgres round trips per operation, counted on the wire"))
             before = stack.gateway_requests()
-            samples = time_calls(lambda i: op(supabase, i), n, warmup=0)
+            samples = time_calls(lambda i, op=op: op(supabase, i), n, warmup=0)
             per_op = (stack.gateway_requests() - before) / n
             results.append(Result("round trips", f"supabase {op_name}", samples, round_trips=per_op,
                                   note="HTTP requests per operation"))
@@ -176,7 +178,7 @@ def bench_scale(stack: Stack, postgres: PostgresStorage, quick: bool) -> list[Re
             conn.execute("analyze public.conversation_threads")
             keys = [f"thread:scale-{1 + (i * 7919) % rows}" for i in range(n)]
             results.append(Result("scale", f"postgres get, {rows:,} live threads",
-                                  time_calls(lambda i: postgres.get(keys[i]), n),
+                                  time_calls(lambda i, keys=keys: postgres.get(keys[i]), n),
                                   baseline="postgres get, 1,000 live threads" if rows != 1_000 else None))
     return results
 
@@ -203,7 +205,7 @@ def bench_cleanup(stack: Stack, postgres: PostgresStorage, quick: bool) -> tuple
     def reader() -> None:
         i = 0
         while not done.is_set():
-            during.extend(time_calls(lambda j: postgres.get(reader_keys[(i + j) % 100_000]), 20, warmup=0))
+            during.extend(time_calls(lambda j, i=i: postgres.get(reader_keys[(i + j) % 100_000]), 20, warmup=0))
             i += 20
 
     thread = threading.Thread(target=reader)
@@ -235,7 +237,7 @@ def bench_concurrency(stack: Stack, quick: bool) -> dict:
 
 def machine(stack: Stack) -> dict:
     return {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpus": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, Coroutine
+from collections.abc import Coroutine
+from typing import Any, Self
 
 
 class EventLoopThread:
@@ -58,7 +59,7 @@ class SyncFacade:
     def max_value_bytes(self, value: int) -> None:
         self.async_storage.max_value_bytes = value
 
-    def __enter__(self) -> SyncFacade:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

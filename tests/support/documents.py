@@ -7,7 +7,7 @@ import json
 import random
 import uuid
 
-_WORDS = (
+_WORDS = (  # noqa: SIM905 - one sentence reads better than forty quoted words
     "the function returns a list of results while the caller expects one value so the "
     "test fails intermittently under load because two threads append to the same buffer "
     "without a lock review the diff and suggest a minimal fix with a regression test"

@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Self
 
 import psycopg
 
@@ -89,7 +90,7 @@ class PostgresServer:
         auth = f"{user}:{password}" if password else user
         return f"postgresql://{auth}@127.0.0.1:{self.port}/{dbname}"
 
-    def start(self) -> PostgresServer:
+    def start(self) -> Self:
         if self.as_root:
             shutil.chown(self.root, SERVER_USER, SERVER_USER)
         self._run(
@@ -131,7 +132,7 @@ class PostgresServer:
         except OSError:
             return ""
 
-    def __enter__(self) -> PostgresServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -148,7 +149,7 @@ class PostgresServer:
         command = [str(self.bindir / tool), *args]
         if self.as_root:
             command = ["runuser", "-u", SERVER_USER, "--", *command]
-        result = subprocess.run(command, capture_output=True, text=True, cwd=self.root)
+        result = subprocess.run(command, capture_output=True, text=True, cwd=self.root, check=False)
         if check and result.returncode != 0:
             raise RuntimeError(
                 f"{tool} failed ({result.returncode}): {result.stderr.strip()}\n{self.log_tail()}"

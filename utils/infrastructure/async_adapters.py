@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .async_base_storage import AsyncThreadStorage
 from .base_storage import ThreadStorage

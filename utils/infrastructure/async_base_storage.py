@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, Self
 
 from .base_storage import Ttl
 from .errors import StorageClosedError, StorageTypeError
 from .thread_info import ThreadInfo
-from .versioned_update import DEFAULT_MAX_ATTEMPTS, Updater, backoff_seconds, conflict
 from .validation import (
     DEFAULT_MAX_VALUE_BYTES,
     check_batch_size,
@@ -25,6 +24,7 @@ from .validation import (
     validate_set,
     validate_update,
 )
+from .versioned_update import DEFAULT_MAX_ATTEMPTS, Updater, backoff_seconds, conflict
 
 
 class AsyncThreadStorage(ABC):
@@ -126,7 +126,7 @@ class AsyncThreadStorage(ABC):
     def closed(self) -> bool:
         return self._closed
 
-    async def __aenter__(self) -> AsyncThreadStorage:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -6,11 +6,10 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from datetime import timedelta
-from typing import Any
+from typing import Any, Self
 
 from .errors import StorageClosedError, StorageTypeError
 from .thread_info import ThreadInfo
-from .versioned_update import DEFAULT_MAX_ATTEMPTS, Updater, backoff_seconds, conflict
 from .validation import (
     DEFAULT_MAX_VALUE_BYTES,
     check_batch_size,
@@ -22,6 +21,7 @@ from .validation import (
     validate_set,
     validate_update,
 )
+from .versioned_update import DEFAULT_MAX_ATTEMPTS, Updater, backoff_seconds, conflict
 
 #: Threads one erase step of delete_user_threads removes at most, on every
 #: backend: a bounded amount of work per statement (about 40 ms here), far
@@ -159,7 +159,7 @@ class ThreadStorage(ABC):
     def closed(self) -> bool:
         return self._closed.is_set()
 
-    def __enter__(self) -> ThreadStorage:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

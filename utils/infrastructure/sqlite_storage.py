@@ -15,9 +15,10 @@ import os
 import sqlite3
 import threading
 import weakref
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .base_storage import USER_ERASE_BATCH, ThreadStorage
 from .errors import StorageConfigurationError, StorageError, StorageUnavailableError

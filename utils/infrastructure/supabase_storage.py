@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 from postgrest.exceptions import APIError
@@ -135,7 +136,8 @@ class SupabaseStorage(RemoteFunctionStorage):
         )
         try:
             self._client = create_client(url, key, options=ClientOptions(httpx_client=self._http))
-        except Exception as exc:
+        # The client raises whatever its URL parsing hits; every such failure means an unusable URL.
+        except Exception as exc:  # noqa: BLE001
             self._http.close()
             raise _unusable_url(url, exc) from None
 
@@ -179,7 +181,8 @@ class AsyncSupabaseStorage(AsyncRemoteFunctionStorage):
         )
         try:
             client = await acreate_client(url, key, options=AsyncClientOptions(httpx_client=http))
-        except Exception as exc:
+        # The client raises whatever its URL parsing hits; every such failure means an unusable URL.
+        except Exception as exc:  # noqa: BLE001
             await http.aclose()
             raise _unusable_url(url, exc) from None
         return cls(url, client, http, max_value_bytes=max_value_bytes, near_cache=near_cache)

@@ -10,7 +10,7 @@ and retries, so every turn survives.
 from __future__ import annotations
 
 import random
-from typing import Callable
+from collections.abc import Callable
 
 from .errors import StorageConflictError
 
