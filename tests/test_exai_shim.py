@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 
 import pytest
 
-from tests.support.database import PROJECT_ROOT
+from tests.support.doc_blocks import fenced_block
 
 PROBE = '''\
 import json
@@ -37,10 +36,7 @@ print(json.dumps({"kind": kind, "backend": storage.backend_name, "read": storage
 
 
 def readme_shim() -> str:
-    blocks = re.findall(r"```python\n(.*?)```", (PROJECT_ROOT / "README.md").read_text(), re.DOTALL)
-    shims = [block for block in blocks if "RedisStorage" in block]
-    assert len(shims) == 1, "the README gives EX-AI's storage_backend.py as one python block naming RedisStorage"
-    return shims[0]
+    return fenced_block("README.md", "python", "RedisStorage")
 
 
 @pytest.fixture

@@ -18,14 +18,11 @@ from pathlib import Path
 import pytest
 
 from tests.support.database import PROJECT_ROOT
+from tests.support.doc_blocks import fenced_block
 from tests.support.postgres_server import PASSWORD
 
-# The README's replacement for pal-mcp-server's utils/storage_backend.py, verbatim.
-PAL_STORAGE_BACKEND = '''\
-"""Conversation storage that survives restarts (conversation-storage)."""
-
-from conversation_storage import InMemoryStorage, get_storage_backend  # noqa: F401
-'''
+# The README's replacement for pal-mcp-server's utils/storage_backend.py, read from it.
+PAL_STORAGE_BACKEND = fenced_block("README.md", "python", "import InMemoryStorage, get_storage_backend")
 
 # Conversation code in pal's shape (utils/conversation_memory.py): our own, not pal's.
 CONVERSATION = '''\
@@ -150,10 +147,7 @@ def test_migrate_and_doctor_on_an_empty_postgres_then_the_daemon_runs_on_it(inst
 
 
 def _readme_python_block(containing: str) -> str:
-    readme = (PROJECT_ROOT / "README.md").read_text()
-    blocks = [block.split("```", 1)[0] for block in readme.split("```python\n")[1:]]
-    [block] = [b for b in blocks if containing in b]
-    return block
+    return fenced_block("README.md", "python", containing)
 
 
 def test_the_readmes_async_example_runs_in_the_daemon_as_written(installed, tmp_path):

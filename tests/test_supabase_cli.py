@@ -1,6 +1,6 @@
-"""The README's Supabase CLI recipe, run with the real CLI against the Supabase-shaped test database.
+"""The Supabase CLI recipe of docs/supabase.md, run with the real CLI against the Supabase-shaped test database.
 
-The recipe is read from README.md and run as written in a fresh project
+The recipe is read from docs/supabase.md and run as written in a fresh project
 directory after ``supabase init``, with one change: ``supabase db push``
 targets the test database with ``--db-url`` instead of a linked project. The
 CLI is the npm package pinned below, installed by .ci/run (no Docker needed
@@ -13,7 +13,6 @@ the anon and authenticated roles.
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ from postgrest.exceptions import APIError
 from supabase import create_client
 
 from tests.support.database import PROJECT_ROOT
+from tests.support.doc_blocks import fenced_block
 from tests.support.local_supabase import LocalSupabase
 from tests.support.postgres_server import PASSWORD
 from tests.test_security import CALLS
@@ -68,11 +68,8 @@ def _run(script: str, workdir: Path) -> subprocess.CompletedProcess:
     return done
 
 
-def _readme_recipe() -> str:
-    blocks = re.findall(r"```sh\n(.*?)```", (PROJECT_ROOT / "README.md").read_text(), re.DOTALL)
-    recipes = [block for block in blocks if "supabase db push" in block]
-    assert len(recipes) == 1, "README.md has one sh block that runs supabase db push"
-    return recipes[0]
+def _docs_recipe() -> str:
+    return fenced_block("docs/supabase.md", "sh", "supabase db push")
 
 
 @pytest.fixture(scope="module")
@@ -84,12 +81,12 @@ def project():
 
 @pytest.fixture(scope="module")
 def pushed(project, tmp_path_factory):
-    """The project after the README's recipe ran in a new CLI project directory; the directory."""
+    """The project after the docs' recipe ran in a new CLI project directory; the directory."""
     workdir = tmp_path_factory.mktemp("cli-project")
     version = _run("supabase --version", workdir).stdout.strip()
     assert version == CLI_VERSION, f"expected the pinned CLI: {INSTALL}"
     _run("supabase init", workdir)
-    _run(_readme_recipe().replace("supabase db push", f"supabase db push --db-url '{_db_url(project)}'"), workdir)
+    _run(_docs_recipe().replace("supabase db push", f"supabase db push --db-url '{_db_url(project)}'"), workdir)
     return project, workdir
 
 
