@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 
 from tests.support.documents import conversation_document, document_of_size
-from utils.infrastructure.errors import StorageClosedError, StorageError
+from utils.infrastructure.errors import StorageClosedError, StorageConflictError, StorageError
 from utils.infrastructure.json_envelope import MARKER
 
 
@@ -165,6 +165,17 @@ def test_timedelta_ttl(backend):
     assert backend.storage.get("thread:td") is None
 
 
+def test_a_fraction_of_a_second_in_a_timedelta_ttl_is_rounded_up(backend):
+    # 0.3 s would be 0 s, refused, if it were truncated; 1.5 s must last 2 s, not 1.
+    backend.storage.setex("thread:short", timedelta(milliseconds=300), '{"x": 1}')
+    backend.storage.setex("thread:td", timedelta(seconds=1.5), '{"x": 1}')
+    assert backend.storage.get("thread:short") is not None
+    backend.advance(1.7)
+    assert backend.storage.get("thread:td") is not None
+    backend.advance(0.5)
+    assert backend.storage.get("thread:td") is None
+
+
 def test_set_replaces_the_ttl_with_a_longer_one(backend):
     backend.storage.setex("thread:longer", 1, '{"v": 1}')
     backend.storage.setex("thread:longer", 60, '{"v": 2}')
@@ -214,6 +225,32 @@ def test_cleanup_removes_only_expired_entries(backend):
 def test_user_id_and_metadata_are_accepted(backend):
     backend.storage.set_with_ttl("thread:meta", 60, "{}", user_id="user-1", metadata={"tool": "chat", "n": 1})
     assert backend.storage.get("thread:meta") == "{}"
+
+
+def test_replacing_a_live_thread_keeps_its_user_and_metadata(backend):
+    storage = backend.storage
+    storage.set_with_ttl("thread:owned", 60, '{"v": 1}', user_id="alice", metadata={"tool": "chat"})
+    storage.setex("thread:owned", 60, '{"v": 2}')
+    storage.update("thread:owned", lambda _: '{"v": 3}', 60)
+    [info] = storage.list_threads(user_id="alice")
+    assert (info.key, info.user_id, info.metadata) == ("thread:owned", "alice", {"tool": "chat"})
+    assert storage.get("thread:owned") == '{"v": 3}'
+
+    storage.set_with_ttl("thread:owned", 60, "{}", user_id="bob", metadata={"tool": "review"})
+    assert storage.list_threads(user_id="alice") == []
+    [info] = storage.list_threads(user_id="bob")
+    assert info.metadata == {"tool": "review"}
+
+
+def test_replacing_an_expired_thread_starts_over(backend):
+    storage = backend.storage
+    storage.set_with_ttl("thread:gone", 1, "{}", user_id="alice", metadata={"tool": "chat"})
+    backend.advance(1.2)
+    storage.setex("thread:gone", 60, "{}")
+    assert storage.list_threads(user_id="alice") == []
+    [info] = [t for t in storage.list_threads() if t.key == "thread:gone"]
+    assert info.user_id is None
+    assert not info.metadata
 
 
 @pytest.mark.real_clock
@@ -537,6 +574,21 @@ def test_update_retries_when_another_writer_wins(backend):
     backend.storage.update("thread:race", interfering, 60)
     assert len(calls) == 2
     assert json.loads(backend.storage.get("thread:race")) == {"turns": ["theirs", "ours"]}
+
+
+def test_update_raises_a_conflict_when_another_writer_wins_every_time(backend):
+    backend.storage.setex("thread:lost", 60, '{"turns": []}')
+    calls = []
+
+    def always_overtaken(current):
+        calls.append(current)
+        backend.peer.setex("thread:lost", 60, json.dumps({"turns": [f"theirs-{len(calls)}"]}))
+        return _append_turn("ours")(current)
+
+    with pytest.raises(StorageConflictError):
+        backend.storage.update("thread:lost", always_overtaken, 60, max_attempts=3)
+    assert len(calls) == 3
+    assert json.loads(backend.storage.get("thread:lost")) == {"turns": ["theirs-3"]}
 
 
 def test_update_refuses_bad_output_and_stores_nothing(backend):
