@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import reprlib
 import threading
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from freezegun import freeze_time
 
+from tests.conftest import ALL_BACKENDS
 from tests.support.documents import conversation_document, document_of_size
 from utils.infrastructure.errors import StorageClosedError, StorageConflictError, StorageError
 from utils.infrastructure.json_envelope import MARKER
@@ -174,6 +176,23 @@ def test_a_fraction_of_a_second_in_a_timedelta_ttl_is_rounded_up(backend):
     assert backend.storage.get("thread:td") is not None
     backend.advance(0.5)
     assert backend.storage.get("thread:td") is None
+
+
+#: Backends whose store keeps a clock of its own (memory's clock is the process's).
+STORES_WITH_A_CLOCK = [name for name in ALL_BACKENDS if not name.endswith("memory")]
+
+
+@pytest.mark.parametrize("backend", STORES_WITH_A_CLOCK, indirect=True)
+def test_expiry_follows_the_stores_clock_not_the_clients(backend):
+    # A client clock a day ahead (or behind) must not expire or revive anything.
+    with freeze_time(datetime.now(UTC) + timedelta(days=1), real_asyncio=True):
+        backend.storage.setex("thread:clock", 2, '{"a": 1}')
+        assert backend.storage.get("thread:clock") is not None
+    with freeze_time(datetime.now(UTC) - timedelta(days=1), real_asyncio=True):
+        assert backend.storage.get("thread:clock") is not None
+    backend.advance(2.2)
+    with freeze_time(datetime.now(UTC) - timedelta(days=1), real_asyncio=True):
+        assert backend.storage.get("thread:clock") is None
 
 
 def test_set_replaces_the_ttl_with_a_longer_one(backend):
