@@ -14,25 +14,23 @@
 --     the version sequence back to its old value; the numbers drawn after the
 --     backup were then drawn again, for other documents.
 --
--- Versions are therefore random 62-bit numbers from the server's strong
--- random source (gen_random_uuid: a restore or setseed() cannot replay it),
--- and one trigger draws a new one for every UPDATE that writes the document
--- or the version, whatever the statement says the version should be. Our
--- functions' own version expressions (version + 1, nextval) now only say
--- "this is a new document"; the sequence stays because the functions of
--- 012 and 013 still name it. New rows draw theirs in the column default.
+-- Versions are therefore random numbers from the server's strong random
+-- source (gen_random_uuid: a restore or setseed() cannot replay it), drawn
+-- from [2^62, 2^62 + 2^61). New rows draw theirs in the column default, which
+-- thread_put (012) also uses for the rows it updates. A trigger draws a new
+-- one for every other UPDATE that writes the document or the version: where
+-- the version it would leave is below 2^62 (the sequence that 012 and 013
+-- still name, or an operator's number), is the old one + 1 (the older write
+-- functions), or is the old one while the document changed (an outside edit).
 -- Versions are only ever compared for equality: nothing orders them.
+--
+-- The expression is written out twice rather than called as a function: a
+-- function with its own search_path cannot be inlined, and its call costs
+-- more than the rest of the trigger.
 
-create or replace function public.conversation_storage_new_version()
-returns bigint
-language sql
-volatile
-security invoker
-set search_path = ''
-as $$
-    -- 62 random bits, never 0 (0 stands for "no live thread" in thread_set_if_version).
-    select (pg_catalog.uuid_hash_extended(pg_catalog.gen_random_uuid(), 0) & 4611686018427387903) + 1
-$$;
+alter table public.conversation_threads
+    alter column version set default
+        ((pg_catalog.uuid_hash_extended(pg_catalog.gen_random_uuid(), 0) & 2305843009213693951) + 4611686018427387904);
 
 create or replace function public.conversation_storage_next_version()
 returns trigger
@@ -42,27 +40,22 @@ security invoker
 set search_path = ''
 as $$
 begin
-    loop
-        new.version := public.conversation_storage_new_version();
-        exit when new.version <> old.version;
-    end loop;
+    new.version := (pg_catalog.uuid_hash_extended(pg_catalog.gen_random_uuid(), 0) & 2305843009213693951)
+                   + 4611686018427387904;
     return new;
 end;
 $$;
 
-alter table public.conversation_threads
-    alter column version set default public.conversation_storage_new_version();
-
 -- UPDATE OF: a statement that writes neither column (accessed_at, expiry,
--- metadata) never calls the trigger. The version test comes first: our
--- writes always change it, so the documents are only compared for an
--- outside UPDATE that leaves the version alone.
+-- metadata) never calls the trigger; the documents are only compared when
+-- the version stays as it was.
 drop trigger if exists conversation_threads_version on public.conversation_threads;
 create trigger conversation_threads_version
     before update of version, conversation_data on public.conversation_threads
     for each row
-    when (new.version is distinct from old.version
-          or new.conversation_data is distinct from old.conversation_data)
+    when (new.version < 4611686018427387904
+          or new.version = old.version + 1
+          or (new.version = old.version and new.conversation_data is distinct from old.conversation_data))
     execute function public.conversation_storage_next_version();
 
 create or replace function public.conversation_storage_schema_version()
@@ -75,7 +68,6 @@ as $$ select 10 $$;
 
 select public.conversation_storage_restrict(f)
   from unnest(array[
-      'public.conversation_storage_new_version()',
       'public.conversation_storage_next_version()',
       'public.conversation_storage_schema_version()'
   ]::regprocedure[]) as f;
