@@ -14,6 +14,7 @@ from utils.infrastructure.errors import (
     StorageConfigurationError,
     StoragePermissionError,
     StorageUnavailableError,
+    StorageValueError,
 )
 from utils.infrastructure.memory_storage import InMemoryStorage
 from utils.infrastructure.settings import load_settings
@@ -222,7 +223,7 @@ def test_a_service_key_under_its_own_name_wins_over_a_public_supabase_key(clean_
 def test_max_value_bytes_comes_from_the_environment(clean_env):
     clean_env.setenv("CONVERSATION_MAX_VALUE_BYTES", "100")
     storage = get_storage()
-    with pytest.raises(ValueError, match="CONVERSATION_MAX_VALUE_BYTES"):
+    with pytest.raises(StorageValueError, match="CONVERSATION_MAX_VALUE_BYTES"):
         storage.setex("thread:big", 60, '"' + "x" * 100 + '"')
 
 

@@ -13,6 +13,7 @@ import json
 
 import pytest
 
+from utils.infrastructure.errors import StorageValueError
 from utils.infrastructure.json_envelope import MARKER, to_stored
 
 KEEPS_TEXT = {"memory", "sqlite", "async-memory", "async-sqlite"}
@@ -96,7 +97,7 @@ def test_size_limit_applies_to_the_callers_text(backend):
     backend.storage.setex("thread:fits", 60, document)
     assert backend.storage.get("thread:fits") == document
     backend.storage.max_value_bytes -= 1
-    with pytest.raises(ValueError):
+    with pytest.raises(StorageValueError):
         backend.storage.setex("thread:fits", 60, document)
 
 

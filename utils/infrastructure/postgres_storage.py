@@ -29,7 +29,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from .call_deadline import CallDeadlines
-from .errors import StorageConfigurationError, StorageUnavailableError
+from .errors import StorageConfigurationError, StoragePermissionError, StorageUnavailableError
 from .near_cache import NearCache
 from .remote_calls import AsyncRemoteFunctionStorage, RemoteFunctionStorage
 from .sql_errors import error_for_code
@@ -151,8 +151,17 @@ async def _aconnect_failure(options: PoolOptions, where: str, exc: PoolTimeout) 
         return _explained(where, exc, cause)
 
 
+#: The server refused who connected, not how: libpq gives these no SQLSTATE, only the text.
+_REFUSED_LOGIN = re.compile(
+    r'authentication failed|no pg_hba\.conf entry|role "[^"]*" does not exist|no password supplied')
+
+
 def _explained(where: str, exc: PoolTimeout, cause: psycopg.Error) -> Exception:
     text = str(cause).strip()
+    if _REFUSED_LOGIN.search(text):
+        # Not an outage: waiting or spooling cannot help, the connection string must change.
+        return StoragePermissionError(f"{where} refused the login: {text}; check the user and password in the "
+                                      "connection string (DATABASE_URL)")
     if "unsupported startup parameter" in text:
         return StorageConfigurationError(
             f"the server at {where} refused a connection setting ({text}): it is a transaction pooler, which "
