@@ -8,8 +8,10 @@ import sqlite3
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 
 import pytest
+from freezegun import freeze_time
 
 from tests.support.database import PROJECT_ROOT
 from tests.support.outages import PostgresStore
@@ -209,3 +211,38 @@ def test_once_a_daemon_replays_a_write_no_daemon_on_the_spool_reads_an_older_one
     assert not daemon_a.holds(claimed_by_a[0].id), "and A does not replay it"
     daemon_a.close()
     daemon_b.close()
+
+
+def test_a_claim_of_a_live_but_stalled_owner_lapses_after_its_lease(tmp_path):
+    lease = 120  # the README's promise, so a changed lease fails here
+    path = tmp_path / "shared.sqlite3"
+    stalled, other = Spool(path), Spool(path)
+    now = time.time()
+    stalled.append_set("thread:k", 3600, '{"v": 1}', None, None, now)
+    [claimed] = stalled.claim(10)  # and then hangs on a dead store, its flock still held
+    try:
+        with freeze_time(datetime.fromtimestamp(now + lease - 5, UTC)):
+            assert other.claim(10) == [], "the owner is alive and its lease runs"
+        with freeze_time(datetime.fromtimestamp(now + lease + 5, UTC)):
+            assert [w.id for w in other.claim(10)] == [claimed.id], "the lease lapsed: another daemon replays"
+        assert not stalled.holds(claimed.id)
+        assert other.holds(claimed.id)
+    finally:
+        stalled.close()
+        other.close()
+
+
+def test_a_claim_of_an_owner_that_died_lapses_at_once(tmp_path):
+    path = tmp_path / "shared.sqlite3"
+    writer = Spool(path)
+    writer.append_set("thread:k", 3600, '{"v": 1}', None, None, time.time())
+    writer.close()
+    # The owner's flock goes with its process; os._exit skips any tidying up.
+    owner = (f"import os\nfrom utils.infrastructure.spool import Spool\n"
+             f"assert len(Spool({str(path)!r}).claim(10)) == 1\nos._exit(0)")
+    subprocess.run([sys.executable, "-c", owner], cwd=PROJECT_ROOT, check=True)
+    other = Spool(path)
+    try:
+        assert [w.value for w in other.claim(10)] == ['{"v": 1}']
+    finally:
+        other.close()
