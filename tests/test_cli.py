@@ -6,11 +6,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
 from tests.support.database import PROJECT_ROOT
 from tests.support.postgres_server import free_port
+from utils.infrastructure.spool import Spool
 
 CLEANUP_SCRIPT = PROJECT_ROOT / "scripts" / "cleanup_expired_threads.py"
 
@@ -184,3 +186,16 @@ def test_cleanup_script_exit_codes(sqlite_env):
                    "DATABASE_URL": f"postgresql://postgres:x@127.0.0.1:{free_port()}/postgres",
                    "CONVERSATION_STORAGE_TIMEOUT_SECONDS": "1"}
     assert run([str(CLEANUP_SCRIPT)], unreachable).returncode == 1
+
+
+def test_doctor_reports_the_writes_still_spooled(supabase_env, tmp_path):
+    path = tmp_path / "spool.sqlite3"
+    spool = Spool(path)  # as a daemon leaves it that was stopped during an outage
+    for n in range(2):
+        spool.append_set(f"thread:{n}", 3600, "{}", None, None, time.time())
+    spool.close()
+    result = run(["--json", "doctor"], {**supabase_env, "CONVERSATION_SPOOL_PATH": str(path)})
+    checks = {c["check"]: c for c in json.loads(result.stdout)["checks"]}
+    assert checks["failover"]["status"] == "WARN", checks["failover"]
+    assert f"spool {path} holds 2 writes not yet replayed" in checks["failover"]["detail"]
+    assert "replayed by the next daemon" in checks["failover"]["fix"]
