@@ -96,7 +96,8 @@ def test_a_legacy_service_role_key_works_with_a_warning_to_move_on(supabase_proj
 
 @pytest.mark.parametrize(
     ("fault", "seen"),
-    [("502", "HTTP 502"), ("504", "HTTP 504"), ("520", "HTTP 520"), ("429", "HTTP 429"), ("503", "code PGRST001")],
+    [("502", "HTTP 502"), ("504", "HTTP 504"), ("520", "HTTP 520"), ("429", "HTTP 429"), ("408", "HTTP 408"),
+     ("503", "code PGRST001")],
 )
 def test_edge_and_api_failures_are_unavailable_errors(supabase_project, fault, seen):
     with SupabaseStorage(supabase_project.url, supabase_project.secret_key) as storage:

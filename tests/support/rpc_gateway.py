@@ -455,7 +455,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if fault in ("hang", "close"):
                     self._drop_connection(gateway, fault)
                     return
-                if fault in ("520", "429"):  # the CDN / rate limiter in front answers before the gateway
+                if fault in ("520", "429", "408"):  # the CDN / rate limiter / proxy in front answers first
                     raise fault_answer(fault)
                 headers = gateway.edge.admit(headers, query)
                 if fault in ("502", "504"):  # the gateway gave up on PostgREST

@@ -165,14 +165,18 @@ def _bearer_token(authorization: str) -> str | None:
 
 
 def fault_answer(fault: str) -> EdgeAnswer | None:
-    """The answer of a failing gateway (``"502"``, ``"504"``), CDN (``"520"``) or rate limiter
-    (``"429"``); None for other faults."""
+    """The answer of a failing gateway (``"502"``, ``"504"``), CDN (``"520"``), proxy (``"408"``) or
+    rate limiter (``"429"``); None for other faults."""
     if fault == "502":
         return EdgeAnswer.json(502, BAD_GATEWAY)
     if fault == "504":
         return EdgeAnswer.json(504, GATEWAY_TIMEOUT)
     if fault == "520":
         return EdgeAnswer(520, CLOUDFLARE_520.encode(), {"Content-Type": "text/html; charset=UTF-8"})
+    if fault == "408":
+        # A proxy in front gave up waiting for the request; the page is generic, not a captured answer.
+        return EdgeAnswer(408, b"<html><head><title>408 Request Time-out</title></head></html>",
+                          {"Content-Type": "text/html; charset=UTF-8"})
     if fault == "429":
         # A rate limiter's refusal; the wording is generic, not a captured Supabase answer.
         return EdgeAnswer.json(429, {"message": "Too many requests"}, Retry_After="1")
