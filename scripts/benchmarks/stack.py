@@ -15,6 +15,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from tests.support import reaper
 from tests.support.database import (
     AUTHENTICATOR_PASSWORD,
     PG_CRON_SETTINGS,
@@ -46,6 +47,8 @@ class Stack:
              "--dsn", self.postgres.dsn_for("postgres", user="authenticator", password=AUTHENTICATOR_PASSWORD)],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
+        # A child outlives a run killed by a signal: the reaper stops it then, and at exit.
+        self._reaped = [reaper.register_process(self._gateway)]
         self._gateway.stdout.readline()  # "RPC gateway on ..." once it listens
         # Then the project's keys, name=value: its gateway accepts no others.
         keys = dict(self._gateway.stdout.readline().strip().split("=", 1) for _ in range(4))
@@ -62,6 +65,7 @@ class Stack:
                 ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
                  "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
+            self._reaped.append(reaper.register_process(self._redis))
             _wait_port(self.redis_port)
 
     def gateway_requests(self) -> int:
@@ -72,6 +76,8 @@ class Stack:
             if process is not None:
                 process.terminate()
                 process.wait(timeout=10)
+        for token in self._reaped:
+            reaper.unregister(token)
         self.postgres.cleanup()
 
 

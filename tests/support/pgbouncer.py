@@ -17,6 +17,7 @@ from typing import Self
 
 import psycopg
 
+from . import reaper
 from .postgres_server import PASSWORD, PostgresServer, free_port
 
 
@@ -31,6 +32,7 @@ class PgBouncer:
         self.ignore_startup_parameters = ignore_startup_parameters
         self.logfile = self.root / "pgbouncer.log"
         self._process: subprocess.Popen | None = None
+        self._reaper_token: int | None = None
 
     def dsn_for(self, dbname: str = "postgres") -> str:
         return f"postgresql://postgres:{PASSWORD}@127.0.0.1:{self.port}/{dbname}"
@@ -58,6 +60,8 @@ class PgBouncer:
         with open(self.logfile, "ab") as log:
             self._process = subprocess.Popen([binary, *user, str(self.root / "pgbouncer.ini")],
                                              stdout=subprocess.DEVNULL, stderr=log)
+        # A child outlives a parent killed by a signal: stop it at exit and on SIGTERM too.
+        self._reaper_token = reaper.register_process(self._process)
         deadline = time.monotonic() + 15
         while True:
             try:
@@ -83,6 +87,8 @@ class PgBouncer:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
+        reaper.unregister(self._reaper_token)
+        self._reaper_token = None
         shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> Self:

@@ -19,6 +19,8 @@ from typing import Self
 
 import psycopg
 
+from . import reaper
+
 SERVER_USER = "postgres"
 #: Password of every login role the harness creates in throwaway servers.
 PASSWORD = "postgres-test-password"
@@ -80,6 +82,7 @@ class PostgresServer:
         self.datadir = self.root / "data"
         self.logfile = self.root / "server.log"
         self._started = False
+        self._reaper_token: int | None = None
 
     @property
     def dsn(self) -> str:
@@ -105,14 +108,24 @@ class PostgresServer:
         if self._started:
             self._run("pg_ctl", "-D", str(self.datadir), "-m", mode, "-w", "stop", check=False)
             self._started = False
+        reaper.unregister(self._reaper_token)
+        self._reaper_token = None
 
     def start_process(self) -> None:
         """Start the server on the existing data directory (again, after :meth:`stop`)."""
         options = " ".join(f"-c {k}={v}" for k, v in self.settings.items())
         options += f" -p {self.port} -k {self.root}"
+        # Registered before it starts: a SIGTERM during pg_ctl start must not leave it running.
+        if self._reaper_token is None:
+            self._reaper_token = reaper.register(self._stop_left_behind)
         self._run("pg_ctl", "-D", str(self.datadir), "-l", str(self.logfile), "-o", options, "-w", "-t", "60", "start")
         self._started = True
         self._wait_ready()
+
+    def _stop_left_behind(self) -> None:
+        # pg_ctl, not a signal to our child: pg_ctl start detached the server from this process.
+        self._run("pg_ctl", "-D", str(self.datadir), "-m", "immediate", "-w", "stop", check=False)
+        shutil.rmtree(self.root, ignore_errors=True)
 
     def cleanup(self) -> None:
         self.stop("immediate")

@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .async_base_storage import AsyncThreadStorage
 from .base_storage import ThreadStorage
 from .memory_storage import InMemoryStorage
 from .sqlite_storage import SQLiteStorage
+
+if TYPE_CHECKING:
+    from .remote_calls import RemoteFunctionStorage
 
 
 class _AsyncAdapter(AsyncThreadStorage):
@@ -90,7 +93,11 @@ class AsyncSQLiteStorage(_AsyncAdapter):
     the file also happens off the event loop.
     """
 
+    sync_storage: SQLiteStorage
     _offload = True
+
+    def __init__(self, storage: SQLiteStorage) -> None:
+        super().__init__(storage)
 
     @classmethod
     async def create(cls, path: str | os.PathLike | None = None, **options: Any) -> AsyncSQLiteStorage:
@@ -109,7 +116,13 @@ class AsyncFailoverStorage(_AsyncAdapter):
     the event loop rather than keeping a second copy of the failover logic.
     """
 
+    # A FailoverStorage, or the bare store when its spool could not open
+    # (create_async_storage builds it only for the backends with failover).
+    sync_storage: RemoteFunctionStorage
     _offload = True
+
+    def __init__(self, storage: RemoteFunctionStorage) -> None:
+        super().__init__(storage)
 
     def status(self) -> dict[str, Any]:
         return self.sync_storage.status()
@@ -119,4 +132,6 @@ class AsyncFailoverStorage(_AsyncAdapter):
         return await self._run(self.sync_storage.health)
 
     async def wait_until_healthy(self, timeout: float) -> bool:
-        return await self._run(self.sync_storage.wait_until_healthy, timeout)
+        # Only a FailoverStorage has it. When the spool could not open, this wraps the bare
+        # store, which lacks it just as the one create_storage returns then does.
+        return await self._run(self.sync_storage.wait_until_healthy, timeout)  # type: ignore[attr-defined]

@@ -7,6 +7,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias, cast
 
 from .async_adapters import AsyncFailoverStorage, AsyncInMemoryStorage, AsyncSQLiteStorage
 from .async_base_storage import AsyncThreadStorage
@@ -14,6 +15,14 @@ from .base_storage import ThreadStorage
 from .errors import StorageConfigurationError, StorageError, StorageUnavailableError
 from .memory_storage import InMemoryStorage
 from .settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from .remote_calls import AsyncRemoteFunctionStorage, RemoteFunctionStorage
+    from .sqlite_storage import SQLiteStorage
+
+#: What the openers give: a backend with a store of its own, so one that reports its health.
+OpenedStorage: TypeAlias = "SQLiteStorage | RemoteFunctionStorage"
+AsyncOpenedStorage: TypeAlias = "AsyncSQLiteStorage | AsyncRemoteFunctionStorage"
 
 logger = logging.getLogger("conversation_storage")
 
@@ -25,19 +34,20 @@ def create_storage(settings: Settings | None = None) -> ThreadStorage:
         _warn_memory()
         return _memory(settings)
     try:
-        storage = _SYNC_OPENERS[settings.backend](settings)
+        opened = _SYNC_OPENERS[settings.backend](settings)
         try:
-            storage.health()
+            opened.health()
         except StorageUnavailableError as exc:
             if settings.strict or not (settings.failover and settings.backend in FAILOVER_BACKENDS):
-                storage.close()
+                opened.close()
                 raise
-            return _with_failover(settings, storage, exc)
+            return _with_failover(settings, opened, exc)
         except BaseException:
-            storage.close()
+            opened.close()
             raise
+        storage: ThreadStorage = opened
         if settings.failover and settings.backend in FAILOVER_BACKENDS:
-            storage = _with_failover(settings, storage, None)
+            storage = _with_failover(settings, opened, None)
     except StorageError as exc:
         if settings.strict:
             raise
@@ -55,10 +65,12 @@ async def create_async_storage(settings: Settings | None = None) -> AsyncThreadS
         return AsyncInMemoryStorage(_memory(settings))
     if settings.failover and settings.backend in FAILOVER_BACKENDS:
         # The failover layer is one (threaded) implementation; run it off the loop.
-        storage = await asyncio.to_thread(create_storage, settings)
-        if isinstance(storage, InMemoryStorage):
-            return AsyncInMemoryStorage(storage)
-        return AsyncFailoverStorage(storage)
+        failover = await asyncio.to_thread(create_storage, settings)
+        if isinstance(failover, InMemoryStorage):
+            return AsyncInMemoryStorage(failover)
+        # Any other storage create_storage gives a failover backend is that backend's class,
+        # behind a FailoverStorage or not.
+        return AsyncFailoverStorage(cast("RemoteFunctionStorage", failover))
     try:
         storage = await _ASYNC_OPENERS[settings.backend](settings)
         try:
@@ -153,6 +165,7 @@ def _require(settings: Settings, *names_values: tuple[str, str | None]) -> None:
 
 def _supabase_args(settings: Settings) -> tuple[tuple[str, str], dict]:
     _require(settings, ("SUPABASE_URL", settings.supabase_url), ("SUPABASE_KEY (or SUPABASE_SERVICE_ROLE_KEY)", settings.supabase_key))
+    # _require raised unless both are set, which the checker cannot see through it.
     return (settings.supabase_url, settings.supabase_key), {  # type: ignore[return-value]
         "timeout_seconds": settings.request_timeout_seconds,
         "max_value_bytes": settings.max_value_bytes,
@@ -166,6 +179,7 @@ def _postgres_args(settings: Settings) -> tuple[tuple[str], dict]:
         raise StorageConfigurationError(
             "CONVERSATION_POSTGRES_POOL_MIN must not be larger than CONVERSATION_POSTGRES_POOL_MAX"
         )
+    # _require raised unless it is set, which the checker cannot see through it.
     return (settings.database_url,), {  # type: ignore[return-value]
         "min_size": settings.postgres_pool_min,
         "max_size": settings.postgres_pool_max,
@@ -184,52 +198,52 @@ def _sqlite_args(settings: Settings) -> tuple[tuple, dict]:
     }
 
 
-def _open_supabase(settings: Settings) -> ThreadStorage:
+def _open_supabase(settings: Settings) -> OpenedStorage:
     from .supabase_storage import SupabaseStorage  # the client is slow to import: only when used
 
     args, kwargs = _supabase_args(settings)
     return SupabaseStorage(*args, **kwargs)
 
 
-def _open_postgres(settings: Settings) -> ThreadStorage:
+def _open_postgres(settings: Settings) -> OpenedStorage:
     from .postgres_storage import PostgresStorage
 
     args, kwargs = _postgres_args(settings)
     return PostgresStorage(*args, **kwargs)
 
 
-def _open_sqlite(settings: Settings) -> ThreadStorage:
+def _open_sqlite(settings: Settings) -> OpenedStorage:
     from .sqlite_storage import SQLiteStorage
 
     args, kwargs = _sqlite_args(settings)
     return SQLiteStorage(*args, **kwargs)
 
 
-async def _open_async_supabase(settings: Settings) -> AsyncThreadStorage:
+async def _open_async_supabase(settings: Settings) -> AsyncOpenedStorage:
     from .supabase_storage import AsyncSupabaseStorage
 
     args, kwargs = _supabase_args(settings)
     return await AsyncSupabaseStorage.create(*args, **kwargs)
 
 
-async def _open_async_postgres(settings: Settings) -> AsyncThreadStorage:
+async def _open_async_postgres(settings: Settings) -> AsyncOpenedStorage:
     from .postgres_storage import AsyncPostgresStorage
 
     args, kwargs = _postgres_args(settings)
     return await AsyncPostgresStorage.create(*args, **kwargs)
 
 
-async def _open_async_sqlite(settings: Settings) -> AsyncThreadStorage:
+async def _open_async_sqlite(settings: Settings) -> AsyncOpenedStorage:
     args, kwargs = _sqlite_args(settings)
     return await AsyncSQLiteStorage.create(*args, **kwargs)
 
 
-_SYNC_OPENERS: dict[str, Callable[[Settings], ThreadStorage]] = {
+_SYNC_OPENERS: dict[str, Callable[[Settings], OpenedStorage]] = {
     "supabase": _open_supabase,
     "postgres": _open_postgres,
     "sqlite": _open_sqlite,
 }
-_ASYNC_OPENERS: dict[str, Callable[[Settings], Awaitable[AsyncThreadStorage]]] = {
+_ASYNC_OPENERS: dict[str, Callable[[Settings], Awaitable[AsyncOpenedStorage]]] = {
     "supabase": _open_async_supabase,
     "postgres": _open_async_postgres,
     "sqlite": _open_async_sqlite,

@@ -12,9 +12,9 @@ import dataclasses
 import json
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
-from .backend_factory import create_storage
+from .backend_factory import OpenedStorage, create_storage
 from .base_storage import ThreadStorage
 from .cleanup import DEFAULT_BATCH_SIZE, cleanup_until_done
 from .errors import (
@@ -49,14 +49,15 @@ class Output:
         print(f"error: {message}", file=sys.stderr)
 
 
-def open_storage(settings: Settings) -> ThreadStorage:
+def open_storage(settings: Settings) -> OpenedStorage:
     """The configured backend, never the memory fallback: a command must act on the real store."""
     if settings.backend == "memory":
         raise StorageConfigurationError(
             "CONVERSATION_STORAGE_BACKEND is memory: threads live inside each daemon process, "
             "so there is nothing this command can reach. Configure sqlite, postgres or supabase."
         )
-    return create_storage(dataclasses.replace(settings, strict=True, failover=False))
+    # Strict and without failover, create_storage gives what the backend's opener made, or raises.
+    return cast(OpenedStorage, create_storage(dataclasses.replace(settings, strict=True, failover=False)))
 
 
 # -- commands -------------------------------------------------------------------

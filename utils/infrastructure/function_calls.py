@@ -114,6 +114,7 @@ def set_if_version_call(key, ttl_seconds, value, user_id, metadata, expected_ver
 
 def replay_call(write: SpooledWrite) -> Call:
     if write.op == "set":
+        assert write.ttl is not None and write.value is not None, "the spool keeps both with every set"
         params = set_call(write.key, write.ttl, write.value, write.user_id, write.metadata).params
     else:
         params = {"p_thread_id": write.key}

@@ -141,9 +141,10 @@ def diff(old_text: str, new_text: str, *, max_share: float = MAX_SHARE) -> str |
             return None  # only a full write can replace the root
         limit = len(new_text) * max_share
         builder = _Builder(int(limit))
-        if type(old) is dict:
+        # Both types are tested, though equal, so that each name is narrowed for the type checker.
+        if type(old) is dict and type(new) is dict:
             _diff_object(old, new, (), builder)
-        elif not _diff_array(old, new, (), builder):
+        elif type(old) is list and type(new) is list and not _diff_array(old, new, (), builder):
             return None
         patch = _dumps([_op_json(kind, path, value) for kind, path, value in builder.ops])
         if len(patch) > limit:
@@ -154,11 +155,12 @@ def diff(old_text: str, new_text: str, *, max_share: float = MAX_SHARE) -> str |
 
 
 def _op_json(kind: str, path: tuple[str, ...], value: bytes | None) -> dict:
+    if kind == "remove":
+        return {"op": "remove", "path": list(path)}
+    assert value is not None, "a set or an append always carries its value"
     if kind == "set":
         return {"op": "set", "path": list(path), "value": orjson.Fragment(value)}
-    if kind == "append":
-        return {"op": "append", "path": list(path), "values": orjson.Fragment(value)}
-    return {"op": "remove", "path": list(path)}
+    return {"op": "append", "path": list(path), "values": orjson.Fragment(value)}
 
 
 def _diff_value(old: object, new: object, path: tuple[str, ...], builder: _Builder) -> None:
@@ -169,11 +171,12 @@ def _diff_value(old: object, new: object, path: tuple[str, ...], builder: _Build
         return
     count, size = len(builder.ops), builder.size
     try:
-        if kind is dict:
-            _diff_object(old, new, path, builder)  # type: ignore[arg-type]
+        # Both types are tested, though equal, so that each name is narrowed for the type checker.
+        if type(old) is dict and type(new) is dict:
+            _diff_object(old, new, path, builder)
             complete = True
-        else:
-            complete = _diff_array(old, new, path, builder)  # type: ignore[arg-type]
+        elif type(old) is list and type(new) is list:
+            complete = _diff_array(old, new, path, builder)
     except _TooLarge:
         complete = False  # the parts outgrew the budget: the whole may still fit
     if complete and len(builder.ops) - count < 2:

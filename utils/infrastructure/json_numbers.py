@@ -110,6 +110,7 @@ def _risky_tokens(text: str, ints: bool) -> list[str]:
 
 def _growth(token: str, what: str) -> int:
     """How many bytes longer JSONB prints ``token`` than it is written; raise if it breaks the rule."""
+    # A token is a number the scanner matched, and _PARTS matches every JSON number.
     whole, fraction, exponent = _PARTS.fullmatch(token).groups()  # type: ignore[union-attr]
     fraction = fraction or ""
     shift = 0

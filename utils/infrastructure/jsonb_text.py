@@ -30,6 +30,7 @@ _PLACEHOLDER = re.compile(r'"\\u0000([0-9]+)"')
 
 def numeric_text(token: str) -> str:
     """How ``numeric`` prints the JSON number ``token``."""
+    # Only JSON numbers come here, and _NUMBER matches every one.
     sign, whole, fraction, exponent = _NUMBER.fullmatch(token).groups()  # type: ignore[union-attr]
     fraction = fraction or ""
     digits = whole + fraction

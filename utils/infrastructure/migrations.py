@@ -17,8 +17,12 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .errors import StorageConfigurationError, StorageError
+
+if TYPE_CHECKING:
+    import psycopg  # imported where used at run time: the postgres extra is optional
 
 _LOCK_KEY = 0x636F6E76  # any constant shared by every run of this command
 
@@ -125,13 +129,19 @@ def fill_unknown_sizes(dsn: str, batch_size: int = 5000) -> int:
     filled = 0
     try:
         with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
-            if conn.execute("select to_regprocedure('public.thread_fill_sizes(integer)')").fetchone()[0] is None:
+            if _scalar(conn, "select to_regprocedure('public.thread_fill_sizes(integer)')") is None:
                 return 0
-            while batch := conn.execute("select public.thread_fill_sizes(%s)", (batch_size,)).fetchone()[0]:
+            while batch := _scalar(conn, "select public.thread_fill_sizes(%s)", (batch_size,)):
                 filled += batch
     except psycopg.Error as exc:
         raise MigrationError(f"filling in the sizes of older threads failed after {filled}: {exc}") from exc
     return filled
+
+
+def _scalar(conn: psycopg.Connection, query: str, params: tuple | None = None) -> Any:
+    row = conn.execute(query, params).fetchone()
+    assert row is not None, "a select without from answers one row"
+    return row[0]
 
 
 def _apply_pending(conn, files: list[SqlFile], dry_run: bool) -> list[str]:

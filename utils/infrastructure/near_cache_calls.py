@@ -55,6 +55,7 @@ class PlannedRead(NamedTuple):
                 f"thread_fetch answered 'unchanged' at version {version}, which this process does not hold: "
                 "the database has an unexpected thread_fetch(); apply the files of sql/ again"
             )
+        assert text is not None, "thread_fetch answers data as the text of a not-null column"
         cache.put(key, text, version, printed=True)
         return text
 

@@ -54,9 +54,9 @@ def error_for_code(code: str | None, message: str | None, *, operation: str, whe
         error.detail = detail
         return error
     if code.startswith(("08", "53", "57")) or code in _UNAVAILABLE_CODES:
-        error = StorageUnavailableError(f"{where} could not run {operation}: {detail}")
-        error.may_run_later = not (code in _NOT_RUN_CODES or code.startswith(("53", "57")))
-        return error
+        unavailable = StorageUnavailableError(f"{where} could not run {operation}: {detail}")
+        unavailable.may_run_later = not (code in _NOT_RUN_CODES or code.startswith(("53", "57")))
+        return unavailable
     if code.startswith("22"):
         return StorageValueError(f"{where} rejected the arguments of {operation}: {detail}")
     return StorageError(f"{where} failed to run {operation}: {detail}")

@@ -11,7 +11,7 @@ import json
 import math
 import re
 from datetime import timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
 import orjson
 
@@ -48,6 +48,7 @@ def validate_set(
     key = check_key(key)
     seconds = ttl_to_seconds(ttl)
     check_value(value, max_value_bytes)
+    # check_value raised unless value is a str; it answers whether it is JSON, not the value.
     return SetArgs(key, seconds, value, check_user_id(user_id), check_metadata(metadata))  # type: ignore[arg-type]
 
 
@@ -69,10 +70,10 @@ def validate_update(
     if not callable(fn):
         raise StorageTypeError(f"fn must be callable, got {type(fn).__name__}")
     seconds = ttl_to_seconds(ttl)
-    _require_int(max_attempts, "max_attempts")
-    if max_attempts <= 0:  # type: ignore[operator]
+    attempts = _require_int(max_attempts, "max_attempts")
+    if attempts <= 0:
         raise StorageValueError(f"max_attempts must be a positive int, got {max_attempts!r}")
-    return UpdateArgs(key, seconds, check_user_id(user_id), check_metadata(metadata), max_attempts)  # type: ignore[arg-type]
+    return UpdateArgs(key, seconds, check_user_id(user_id), check_metadata(metadata), attempts)
 
 
 def check_batch_size(batch_size: object) -> int:
@@ -85,16 +86,17 @@ def check_limit(limit: object) -> int:
 
 
 def _sql_int(number: object, name: str, minimum: int) -> int:
-    _require_int(number, name)
-    if not minimum <= number <= MAX_SQL_INT:  # type: ignore[operator]
+    checked = _require_int(number, name)
+    if not minimum <= checked <= MAX_SQL_INT:
         raise StorageValueError(f"{name} must be an int from {minimum} to {MAX_SQL_INT}, got {number!r}")
-    return number  # type: ignore[return-value]
+    return checked
 
 
-def _require_int(number: object, name: str) -> None:
+def _require_int(number: object, name: str) -> int:
     # bool is an int subclass, but True as a count or lifetime is a mistake.
     if isinstance(number, bool) or not isinstance(number, int):
         raise StorageTypeError(f"{name} must be an int, got {type(number).__name__} {number!r}")
+    return number
 
 
 def check_key(key: object) -> str:
@@ -209,6 +211,15 @@ def _is_json_grammar(text: str) -> bool:
         if depth > _MAX_DEPTH:
             return False
     return True
+
+
+# A str stays a str (or raises): callers that checked for None keep a str.
+@overload
+def check_user_id(user_id: str) -> str: ...
+
+
+@overload
+def check_user_id(user_id: object) -> str | None: ...
 
 
 def check_user_id(user_id: object) -> str | None:
