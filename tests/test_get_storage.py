@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
+import re
 import threading
 
 import pytest
 
 from tests.support.postgres_server import free_port
+from utils.infrastructure import settings as settings_module
 from utils.infrastructure import storage_backend
 from utils.infrastructure.errors import (
     StorageConfigurationError,
@@ -17,7 +20,7 @@ from utils.infrastructure.errors import (
     StorageValueError,
 )
 from utils.infrastructure.memory_storage import InMemoryStorage
-from utils.infrastructure.settings import load_settings
+from utils.infrastructure.settings import OWN_VARIABLES, load_settings
 from utils.infrastructure.storage_backend import get_storage, get_storage_backend, reset_storage
 from utils.infrastructure.supabase_storage import SupabaseStorage
 
@@ -146,6 +149,15 @@ def test_dotenv_fills_in_without_overriding_the_environment(clean_env, tmp_path)
     assert settings.supabase_url == "http://from-environment"
     assert settings.timeout_hours == 5
     assert settings.ttl_seconds == 5 * 3600
+
+
+def test_every_variable_the_settings_read_can_come_from_dotenv(clean_env, tmp_path):
+    # OWN_VARIABLES is also the list tests strip from the environment: a name
+    # missing there is ignored in .env and leaks from a developer's shell into tests.
+    read = set(re.findall(r'"((?:CONVERSATION|SUPABASE|DATABASE)_[A-Z_]+)"', inspect.getsource(settings_module)))
+    assert read <= set(OWN_VARIABLES), read - set(OWN_VARIABLES)
+    (tmp_path / ".env").write_text("CONVERSATION_NEAR_CACHE=false\n")
+    assert load_settings().near_cache is False
 
 
 def test_dotenv_is_read_not_exported_and_only_our_variables_count(clean_env, tmp_path):
