@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import threading
 
 import pytest
 
@@ -37,19 +38,60 @@ async def _ticks_while(operation, period: float = 0.01) -> int:
     return ticks
 
 
+#: Ticks that show the loop ran while a call waited.
+ENOUGH_TICKS = 10
+
+
+async def _ticks_until_released(operation, release) -> int:
+    """How often a concurrent task ran while ``operation`` waited on a lock that the task releases itself.
+
+    The lock goes once the task has run ENOUGH_TICKS times, so a free loop passes however
+    slow the machine; a timed window would not. A blocked loop never lets the task run: a
+    timer thread then releases the lock after 30 s, and the count shows the stall.
+    """
+    released = threading.Lock()
+
+    def release_once():
+        if released.acquire(blocking=False):
+            release()
+
+    fallback = threading.Timer(30, release_once)
+    fallback.start()
+    ticks = 0
+    done = asyncio.Event()
+
+    async def ticker():
+        nonlocal ticks
+        while not done.is_set():
+            ticks += 1
+            if ticks == ENOUGH_TICKS:
+                release_once()
+            await asyncio.sleep(0.01)
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    try:
+        await operation()
+    finally:
+        done.set()
+        fallback.cancel()
+        release_once()
+        await task
+    return ticks
+
+
 def test_sqlite_waits_for_a_lock_without_blocking_the_loop(tmp_path):
     path = tmp_path / "t.sqlite3"
 
     async def main():
-        storage = await AsyncSQLiteStorage.create(path, busy_timeout=0.5)
-        blocker = sqlite3.connect(path, isolation_level=None)
+        storage = await AsyncSQLiteStorage.create(path, busy_timeout=60)
+        blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         blocker.execute("begin exclusive")
         try:
-            async def blocked_write():
-                with pytest.raises(StorageUnavailableError):
-                    await storage.setex("thread:x", 60, "{}")
-
-            async_ticks = await _ticks_while(blocked_write)
+            async_ticks = await _ticks_until_released(lambda: storage.setex("thread:x", 60, "{}"),
+                                                      lambda: blocker.execute("rollback"))
+            assert await storage.get("thread:x") == "{}"
+            blocker.execute("begin exclusive")
 
             sync_storage = SQLiteStorage(path, busy_timeout=0.5)
 
@@ -60,13 +102,14 @@ def test_sqlite_waits_for_a_lock_without_blocking_the_loop(tmp_path):
             sync_ticks = await _ticks_while(blocking_write)
             sync_storage.close()
         finally:
-            blocker.execute("rollback")
+            if blocker.in_transaction:
+                blocker.execute("rollback")
             blocker.close()
             await storage.close()
         return async_ticks, sync_ticks
 
     async_ticks, sync_ticks = asyncio.run(main())
-    assert async_ticks >= 10, "the loop kept running during the async call"
+    assert async_ticks >= ENOUGH_TICKS, "the loop kept running during the async call"
     assert sync_ticks <= 1, "a blocking call in a coroutine stalls the loop"
 
 
@@ -79,13 +122,11 @@ def test_postgres_waits_for_a_lock_without_blocking_the_loop(postgres_server, po
         with postgres_server.connect(dbname) as locker:
             locker.execute("begin")
             locker.execute("lock table public.conversation_threads in access exclusive mode")
-            loop = asyncio.get_running_loop()
-            loop.call_later(0.5, locker.execute, "rollback")
-            ticks = await _ticks_while(lambda: storage.get("thread:x"))
+            ticks = await _ticks_until_released(lambda: storage.get("thread:x"), lambda: locker.execute("rollback"))
         await storage.close()
         return ticks
 
-    assert asyncio.run(main()) >= 10
+    assert asyncio.run(main()) >= ENOUGH_TICKS
 
 
 def test_supabase_request_does_not_block_the_loop(supabase_project):
@@ -95,12 +136,11 @@ def test_supabase_request_does_not_block_the_loop(supabase_project):
         with supabase_project.connect() as locker:
             locker.execute("begin")
             locker.execute("lock table public.conversation_threads in access exclusive mode")
-            asyncio.get_running_loop().call_later(0.5, locker.execute, "rollback")
-            ticks = await _ticks_while(lambda: storage.get("thread:x"))
+            ticks = await _ticks_until_released(lambda: storage.get("thread:x"), lambda: locker.execute("rollback"))
         await storage.close()
         return ticks
 
-    assert asyncio.run(main()) >= 10
+    assert asyncio.run(main()) >= ENOUGH_TICKS
 
 
 def test_async_context_manager_closes():
@@ -173,7 +213,8 @@ def test_async_daemons_get_failover_too(clean_env, supabase_project):
     clean_env.setenv("CONVERSATION_STORAGE_BACKEND", "supabase")
     clean_env.setenv("SUPABASE_URL", supabase_project.url)
     clean_env.setenv("SUPABASE_KEY", supabase_project.secret_key)
-    clean_env.setenv("CONVERSATION_STORAGE_TIMEOUT_SECONDS", "0.5")
+    # The hung call lasts this long: ample time for ENOUGH_TICKS ticks even on a loaded machine.
+    clean_env.setenv("CONVERSATION_STORAGE_TIMEOUT_SECONDS", "3")
     gateway = supabase_project.gateway
 
     async def main():
@@ -191,7 +232,7 @@ def test_async_daemons_get_failover_too(clean_env, supabase_project):
         await reset_async_storage()
         return ticks
 
-    assert asyncio.run(main()) >= 10, "the loop ran while the store hung"
+    assert asyncio.run(main()) >= ENOUGH_TICKS, "the loop ran while the store hung"
     with supabase_project.connect() as conn:
         rows = dict(conn.execute("select thread_id, conversation_data from public.conversation_threads").fetchall())
     assert rows == {"thread:before": {"n": 1}, "thread:during": {"n": 2}}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -14,7 +15,9 @@ from typing import Self
 import pytest
 
 from tests.support.database import PROJECT_ROOT, apply_sql
+from tests.support.environment import clean_environ
 from tests.support.postgres_server import PASSWORD, PostgresServer
+from tests.support.waiting import wait_until
 from utils.infrastructure.failover_storage import DEGRADED, HEALTHY, FailoverStorage
 from utils.infrastructure.json_envelope import MARKER
 from utils.infrastructure.postgres_storage import PostgresStorage
@@ -75,10 +78,12 @@ def test_postgres_stopped_immediately_mid_workload_loses_nothing(tmp_path):
             apply_sql(conn)
         primary = PostgresStorage(server.dsn_for("postgres", password=PASSWORD), connect_timeout=1, statement_timeout=2)
         with _failover(primary, tmp_path) as storage, Workload(storage) as work:
-            time.sleep(0.5)
+            # Counted writes, not seconds: a loaded machine may manage few of them in a fixed time.
+            wait_until(lambda: work.writes >= 20 or work.errors, "writes while Postgres runs")
             server.stop("immediate")
             during = work.writes
-            time.sleep(1.5)
+            wait_until(lambda: work.writes - during > 10 or work.errors, "writes while Postgres is down")
+            assert work.errors == []
             assert storage.status()["state"] == DEGRADED
             assert storage.status()["pending"] > 0
             written_in_outage = work.writes - during
@@ -88,7 +93,6 @@ def test_postgres_stopped_immediately_mid_workload_loses_nothing(tmp_path):
             recovery = time.monotonic() - started
         print(f"\n{written_in_outage} writes during the outage; recovered {recovery:.2f} s after restart")
         assert work.errors == []
-        assert written_in_outage > 10, "the daemon kept writing while Postgres was down"
         with server.connect() as conn:
             for key, value in work.acked.items():
                 assert _stored(conn, key) == value, key
@@ -207,7 +211,15 @@ def test_replay_never_overwrites_a_newer_value(supabase_project, tmp_path):
             storage.setex("thread:rewritten", 3600, '{"v": "spooled"}')
             storage.delete("thread:kept-alive")
             storage.delete("thread:deleted")
-            time.sleep(0.05)
+            # The other daemon's writes must be later on the store's clock than the spooled ones
+            # by more than the spool's estimate of that clock can be off; a fixed pause is not,
+            # when a loaded machine makes the round trip behind that estimate long.
+            stamped = max(storage.spool.latest(key).written_at
+                          for key in ("thread:rewritten", "thread:kept-alive", "thread:deleted"))
+            margin = (storage.clock.uncertainty or 0.0) + 0.01
+            with supabase_project.connect() as conn:
+                wait_until(lambda: conn.execute("select extract(epoch from clock_timestamp())::float8").fetchone()[0]
+                           > stamped + margin, "the store's clock to pass the spooled writes")
             with supabase_project.connect() as conn:  # another daemon, which can reach the store
                 conn.execute("select public.thread_set('thread:rewritten', '{\"v\": \"newer\"}', 3600)")
                 conn.execute("select public.thread_set('thread:kept-alive', '{\"v\": \"newer\"}', 3600)")
@@ -236,7 +248,7 @@ time.sleep(60)
 def test_writes_spooled_by_a_killed_daemon_are_replayed_by_the_next(supabase_project, tmp_path):
     gateway = supabase_project.gateway
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("CONVERSATION_", "SUPABASE_"))},
+        **clean_environ(),
         "CONVERSATION_STORAGE_BACKEND": "supabase",
         "SUPABASE_URL": supabase_project.url,
         "SUPABASE_KEY": supabase_project.secret_key,
@@ -297,19 +309,26 @@ def test_startup_with_the_store_down_runs_on_the_spool_then_recovers(clean_env, 
 def test_an_open_circuit_probes_with_growing_pauses(supabase_project, tmp_path):
     gateway = supabase_project.gateway
     primary = SupabaseStorage(supabase_project.url, supabase_project.secret_key, timeout_seconds=0.5)
+    probed = []
+    health = primary.health
+    primary.health = lambda: probed.append(time.monotonic()) or health()
     try:
         with _failover(primary, tmp_path) as storage:  # first probe after 0.2 s, doubling to 1 s
+            probed.clear()  # the startup probe, taken while the store was up
             gateway.fault = "503"
             storage.setex("thread:x", 3600, "{}")
             gateway.reset_counts()
             for _ in range(200):  # a busy daemon during the outage
                 storage.get("thread:x")
                 storage.setex("thread:x", 3600, "{}")
-            time.sleep(3.5)
-            probes = dict(gateway.counts)
+            wait_until(lambda: len(probed) >= 4, "four probes of the open circuit")
+            calls, first_four = dict(gateway.counts), probed[:4]
             gateway.fault = None
             assert storage.wait_until_healthy(30)
     finally:
         gateway.fault = None
-    assert set(probes) == {"storage_health"}, "only probes reach the store while the circuit is open"
-    assert 2 <= probes["storage_health"] <= 6, probes
+    assert set(calls) == {"storage_health"}, "only probes reach the store while the circuit is open"
+    # Each pause doubles up to 1 s, less at most 20 % jitter. A loaded machine only makes
+    # pauses longer, so lower bounds hold however slow it is; equal pauses would fail them.
+    pauses = [later - earlier for earlier, later in itertools.pairwise(first_four)]
+    assert all(pause >= least for pause, least in zip(pauses, [0.32, 0.64, 0.8], strict=True)), pauses

@@ -13,6 +13,7 @@ import uuid
 
 import pytest
 
+from tests.support.waiting import wait_until
 from utils.infrastructure.failover_storage import DEGRADED, HEALTHY, REPLAYING, FailoverStorage
 from utils.infrastructure.spool import Spool
 
@@ -231,12 +232,18 @@ def test_a_write_the_api_runs_after_the_client_gave_up_does_not_override_later_w
                 db.execute("select 1 from public.conversation_threads where thread_id = %s for update", (blocker,))
                 holding = threading.Thread(target=other.setex, args=(blocker, 3600, '{"other": 1}'))
                 holding.start()
-                time.sleep(0.5)  # the API's only connection now waits on the row lock
+                wait_until(lambda: db.execute("select count(*) from pg_locks where not granted").fetchone()[0],
+                           "the API's only connection to wait on the row lock")
                 daemon.setex(key, 3600, '{"v": 1}')
                 assert daemon.status()["state"] == DEGRADED
                 daemon.setex(key, 3600, '{"v": 2}')
+                wait_until(lambda: api._pool.get_stats().get("requests_waiting", 0),
+                           "the write of v1 to queue for the API's connection")
             holding.join(timeout=20)
-            time.sleep(1.0)  # the queued write of v1 has had its chance to run
+            # The queued write of v1 has run (or been refused) once no request waits for the
+            # API's connection and the connection is back in its pool.
+            wait_until(lambda: (stats := api._pool.get_stats()).get("requests_waiting", 0) == 0
+                       and stats.get("pool_available", 0) == 1, "the API to run the queued write of v1")
             assert daemon.wait_until_healthy(30), daemon.status()
         assert _row(SupabaseStore(project), key) == {"v": 2}
     finally:
