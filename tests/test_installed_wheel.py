@@ -124,6 +124,18 @@ def test_the_wheel_holds_one_package_of_its_own_and_the_schema(installed):
     assert shipped == sorted(p.name for p in (PROJECT_ROOT / "sql").glob("*.sql"))
 
 
+def test_the_wheel_ships_its_type_hints_and_reports_the_distributions_version(installed):
+    venv, daemon = installed
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    assert (site / "conversation_storage" / "py.typed").is_file()
+    script = (
+        "import importlib.metadata, conversation_storage\n"
+        "print(conversation_storage.__version__, importlib.metadata.version('conversation-storage'))\n"
+    )
+    reported, distributed = _run([str(venv / "bin" / "python"), "-c", script], cwd=daemon).split()
+    assert reported == distributed
+
+
 def test_a_pal_shaped_daemon_keeps_its_conversation_across_restarts_on_sqlite(installed, tmp_path):
     venv, daemon = installed
     env = _daemon_env(tmp_path, CONVERSATION_STORAGE_BACKEND="sqlite",

@@ -13,6 +13,9 @@ from __future__ import annotations
 from . import storage_backend as _api
 from .storage_backend import __all__
 
+#: The library's version, stated only here: pyproject.toml reads it for the distribution.
+__version__ = "0.1.0"
+
 # The public API of storage_backend, but for the backends it imports on first
 # use (the Supabase client and psycopg are slow to import).
 globals().update({name: getattr(_api, name) for name in __all__ if name not in _api.LAZY_NAMES})
