@@ -26,7 +26,7 @@ from postgrest.exceptions import APIError
 from psycopg.conninfo import make_conninfo
 from supabase import ClientOptions, create_client
 
-from tests.support.local_supabase import JWT_SECRET, make_key
+from tests.support.local_supabase import JWT_SECRET, LocalSupabase, make_key
 from tests.support.rpc_gateway import RpcGateway, http_status
 from tests.support.supabase_edge import (
     BAD_GATEWAY,
@@ -171,6 +171,14 @@ drop function if exists public.gw_test_private();
 drop type if exists public.gw_test_pair_t;
 drop table if exists public.gw_test_scratch;
 """
+
+
+@pytest.fixture(scope="module")
+def local_supabase():
+    """A stand-in of this module's own: its gw_test_* functions must not reach the catalog other tests check."""
+    stack = LocalSupabase()
+    yield stack
+    stack.close()
 
 
 @pytest.fixture(scope="module")
