@@ -14,6 +14,7 @@ from freezegun import freeze_time
 
 from tests.support.async_facade import EventLoopThread, SyncFacade
 from tests.support.database import apply_sql
+from tests.support.environment import is_own_variable
 from tests.support.local_supabase import LocalSupabase
 from tests.support.outages import PostgresStore, SupabaseStore
 from tests.support.pgbouncer import PgBouncer
@@ -209,14 +210,7 @@ def _fresh_singleton():
 @pytest.fixture
 def clean_env(monkeypatch, tmp_path):
     """An environment with none of the library's variables and no .env in reach."""
-    for name in (
-        "CONVERSATION_STORAGE_BACKEND", "SUPABASE_URL", "SUPABASE_KEY", "SUPABASE_SERVICE_ROLE_KEY",
-        "CONVERSATION_TIMEOUT_HOURS", "CONVERSATION_MAX_VALUE_BYTES", "CONVERSATION_STORAGE_STRICT",
-        "CONVERSATION_STORAGE_TIMEOUT_SECONDS", "DATABASE_URL", "SUPABASE_DB_URL",
-        "CONVERSATION_POSTGRES_POOL_MIN", "CONVERSATION_POSTGRES_POOL_MAX",
-        "CONVERSATION_POSTGRES_TRANSACTION_POOLER", "CONVERSATION_SQLITE_PATH", "CONVERSATION_SQLITE_SYNCHRONOUS",
-        "CONVERSATION_STORAGE_FAILOVER", "CONVERSATION_NEAR_CACHE",
-    ):
+    for name in [name for name in os.environ if is_own_variable(name)]:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CONVERSATION_SPOOL_PATH", str(tmp_path / "spool.sqlite3"))
     monkeypatch.chdir(tmp_path)

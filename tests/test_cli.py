@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -11,6 +10,7 @@ import time
 import pytest
 
 from tests.support.database import PROJECT_ROOT
+from tests.support.environment import clean_environ
 from tests.support.postgres_server import free_port
 from utils.infrastructure.spool import Spool
 
@@ -18,10 +18,9 @@ CLEANUP_SCRIPT = PROJECT_ROOT / "scripts" / "cleanup_expired_threads.py"
 
 
 def run(args: list[str], env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("CONVERSATION_", "SUPABASE_", "DATABASE_"))}
     command = args if args[0] == str(CLEANUP_SCRIPT) else ["-m", "utils.infrastructure.cli", *args]
     return subprocess.run(
-        [sys.executable, *command], check=False, cwd=PROJECT_ROOT, env={**clean, **env},
+        [sys.executable, *command], check=False, cwd=PROJECT_ROOT, env=clean_environ(env),
         input=stdin, capture_output=True, text=True, timeout=120,
     )
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
 from tests.support.database import PROJECT_ROOT
+from tests.support.environment import clean_environ
 
 WORKER = """
 import json, sys
@@ -30,8 +30,7 @@ print("ok")
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres", "supabase"])
 def test_three_processes_add_turns_to_one_thread_and_none_is_lost(backend, request, tmp_path):
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("CONVERSATION_", "SUPABASE_", "DATABASE_"))}
-    env = {**clean, "CONVERSATION_STORAGE_BACKEND": backend, "CONVERSATION_STORAGE_STRICT": "true"}
+    env = {**clean_environ(), "CONVERSATION_STORAGE_BACKEND": backend, "CONVERSATION_STORAGE_STRICT": "true"}
     if backend == "sqlite":
         env["CONVERSATION_SQLITE_PATH"] = str(tmp_path / "t.sqlite3")
     elif backend == "postgres":

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import uuid
 
 from tests.support.database import PROJECT_ROOT
+from tests.support.environment import clean_environ
 
 WRITER = """
 from utils.infrastructure.storage_backend import get_storage
@@ -35,7 +35,7 @@ def _run(code: str, env: dict[str, str]) -> str:
 
 def test_thread_written_by_one_process_is_read_by_the_next(supabase_project):
     env = {
-        **os.environ,
+        **clean_environ(),
         "CONVERSATION_STORAGE_BACKEND": "supabase",
         "SUPABASE_URL": supabase_project.url,
         "SUPABASE_KEY": supabase_project.secret_key,

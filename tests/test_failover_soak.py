@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
 from tests.support.database import PROJECT_ROOT
+from tests.support.environment import clean_environ
 
 SCRIPT = PROJECT_ROOT / "scripts" / "failover_soak.py"
 SHORT = ["--daemons", "2", "--seconds", "20"]
@@ -27,8 +27,7 @@ FINAL_FAILURES = ("lost", "stale", "resurrected", "corrupt", "wrong_owner")
 @pytest.fixture(scope="module")
 def soaks():
     """All runs at once: each has its own servers and files, and together they take the time of one."""
-    own = ("CONVERSATION_", "SUPABASE_", "DATABASE_")
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(own)}
+    environ = clean_environ()
     runs = {name: subprocess.Popen([sys.executable, str(SCRIPT), *args], cwd=PROJECT_ROOT, env=environ,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for name, args in RUNS.items()}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import time
 import pytest
 
 from tests.support.database import PROJECT_ROOT
+from tests.support.environment import clean_environ
 from tests.support.outages import PostgresStore
 from tests.support.postgres_server import PASSWORD
 from utils.infrastructure.backend_factory import create_storage
@@ -100,7 +100,7 @@ def test_a_spool_that_cannot_be_opened_leaves_the_daemon_on_its_store_not_in_mem
 
 
 def test_doctor_fails_on_a_spool_that_could_not_be_created(stoppable_postgres, unopenable_spool):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONVERSATION_", "SUPABASE_", "DATABASE_"))}
+    env = clean_environ()
     env.update({"CONVERSATION_STORAGE_BACKEND": "postgres", "CONVERSATION_SPOOL_PATH": str(unopenable_spool),
                 "DATABASE_URL": stoppable_postgres.dsn_for("postgres", password=PASSWORD)})
     result = subprocess.run([sys.executable, "-m", "utils.infrastructure.cli", "--json", "doctor"], cwd=PROJECT_ROOT,

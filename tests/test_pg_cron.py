@@ -6,7 +6,6 @@ in database ``postgres``; the schema never enables it: the operator does.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -15,6 +14,7 @@ import psycopg
 import pytest
 
 from tests.support.database import PG_CRON_SETTINGS, PROJECT_ROOT, apply_sql, sql_files
+from tests.support.environment import clean_environ
 from tests.support.postgres_server import PASSWORD, PostgresServer
 from utils.infrastructure.migrations import migrate
 
@@ -37,8 +37,7 @@ def cron_server():
 
 
 def _doctor(dsn: str, spool_dir) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("CONVERSATION_", "SUPABASE_", "DATABASE_"))}
-    env = {**clean, "CONVERSATION_STORAGE_BACKEND": "postgres", "DATABASE_URL": dsn,
+    env = {**clean_environ(), "CONVERSATION_STORAGE_BACKEND": "postgres", "DATABASE_URL": dsn,
            "CONVERSATION_SPOOL_PATH": str(spool_dir / "spool.sqlite3")}
     return subprocess.run([sys.executable, "-m", "utils.infrastructure.cli", "doctor"], cwd=PROJECT_ROOT,
                           env=env, capture_output=True, text=True, timeout=120, check=False)

@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
 from tests.support.database import PROJECT_ROOT
+from tests.support.environment import clean_environ
 
 SCRIPT = PROJECT_ROOT / "scripts" / "restart_survival.py"
 
 
 def _survive(env: dict[str, str]) -> tuple[int, dict]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("CONVERSATION_", "SUPABASE_", "DATABASE_"))}
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--json", "--threads", "4", "--kill-after", "1.0"],
-        cwd=PROJECT_ROOT, env={**clean, **env}, capture_output=True, text=True, timeout=180, check=False,
+        cwd=PROJECT_ROOT, env=clean_environ(env), capture_output=True, text=True, timeout=180, check=False,
     )
     assert result.stdout, result.stderr
     return result.returncode, json.loads(result.stdout)

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 from tests.support.database import PROJECT_ROOT
+from tests.support.environment import clean_environ
 from tests.support.postgres_server import free_port
 
 SMOKE_TEST = PROJECT_ROOT / "scripts" / "testing" / "test_supabase_storage.py"
 
 
 def _run(script, env_overrides: dict[str, str]) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONVERSATION_", "SUPABASE_"))}
-    env.update(env_overrides)
+    env = clean_environ(env_overrides)
     return subprocess.run(
         [sys.executable, str(script)], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120,
         check=False,

@@ -24,6 +24,7 @@ from supabase import create_client
 
 from tests.support.database import PROJECT_ROOT
 from tests.support.doc_blocks import fenced_block
+from tests.support.environment import clean_environ
 from tests.support.local_supabase import LocalSupabase
 from tests.support.postgres_server import PASSWORD
 from tests.test_security import CALLS
@@ -45,7 +46,7 @@ def _cli_dir() -> Path:
 
 def _environment(home: Path) -> dict[str, str]:
     return {
-        **os.environ,
+        **clean_environ(),
         # The CLI and the recipe's conversation-storage command, as a user has them on PATH.
         "PATH": os.pathsep.join([str(_cli_dir()), str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
         "HOME": str(home),  # the CLI keeps state under ~/.supabase

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 import sys
 
 import pytest
 
 from tests.support.database import PROJECT_ROOT
+from tests.support.environment import clean_environ
 from tests.support.local_supabase import LocalSupabase
 from tests.support.postgres_server import PASSWORD
 from tests.test_supabase_storage import _row, _row_count
@@ -253,7 +253,7 @@ def test_postgres_enables_pg_cron_itself_as_supautils_lets_it():
 
 
 def _doctor_checks(project: LocalSupabase, tmp_path) -> dict[str, dict]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONVERSATION_", "SUPABASE_", "DATABASE_"))}
+    env = clean_environ()
     env.update({"CONVERSATION_STORAGE_BACKEND": "supabase", "SUPABASE_URL": project.url,
                 "SUPABASE_KEY": project.secret_key, "CONVERSATION_SPOOL_PATH": str(tmp_path / "spool.sqlite3")})
     result = subprocess.run([sys.executable, "-m", "utils.infrastructure.cli", "--json", "doctor"],
