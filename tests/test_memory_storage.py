@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+from tests.support.waiting import wait_until
 from utils.infrastructure.memory_storage import InMemoryStorage
 
 
@@ -12,21 +13,12 @@ def _sweepers() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "conversation-storage-sweeper"]
 
 
-def _wait_until(condition, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
-
-
 def test_expired_entries_are_reclaimed_without_being_read():
     with InMemoryStorage(sweep_interval_seconds=0.05) as storage:
         storage.setex("thread:forgotten", 1, "{}")
         storage.setex("thread:kept", 60, "{}")
         assert len(storage._entries) == 2
-        assert _wait_until(lambda: len(storage._entries) == 1, timeout=5.0)
+        wait_until(lambda: len(storage._entries) == 1, "the sweeper to reclaim the expired entry")
         assert "thread:kept" in storage._entries
 
 
@@ -38,7 +30,9 @@ def test_no_thread_until_the_first_write_and_close_stops_it():
     assert len(_sweepers()) == before + 1
     started = time.monotonic()
     storage.close()
-    assert time.monotonic() - started < 1.0, "close must not wait for the sweep interval"
+    # Generous next to a loaded machine's delays, and nothing next to the hour a close that
+    # waited for the sweep interval would take.
+    assert time.monotonic() - started < 30, "close must not wait for the sweep interval"
     assert len(_sweepers()) == before
 
 

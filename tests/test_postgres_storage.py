@@ -88,9 +88,12 @@ def test_transaction_pooler_is_recognised_by_its_port(dsn, expected):
 def test_unreachable_server_raises_unavailable_quickly():
     dsn = f"postgresql://postgres:x@127.0.0.1:{free_port()}/postgres"
     started = time.monotonic()
-    with PostgresStorage(dsn, connect_timeout=1) as storage, pytest.raises(StorageUnavailableError):
+    # The pool's own words show the 1 s connect timeout was used (the default is 5 s), which
+    # a stopwatch on a loaded machine cannot; the bound only says it did not hang.
+    with PostgresStorage(dsn, connect_timeout=1) as storage, \
+            pytest.raises(StorageUnavailableError, match="after 1.00 sec"):
         storage.get("thread:x")
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 30
 
 
 def test_wrong_password_is_a_permission_error(postgres_server, postgres_dsn):
