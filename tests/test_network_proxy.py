@@ -19,6 +19,7 @@ import pytest
 
 from scripts.benchmarks.network_proxy import PROFILES, Profile, ShapingProxy
 from tests.support.database import PROJECT_ROOT
+from tests.support.waiting import wait_until
 
 HEADER = struct.Struct("!II")  # request body length, reply length
 WAN = PROFILES["WAN 30 ms"]
@@ -162,10 +163,7 @@ def test_the_proxy_stops_by_itself_after_its_lifetime():
     with proxied(WAN, lifetime=0.5) as proxy:
         sock = connect(proxy)
         ask(sock, 0, 1)
-        deadline = time.monotonic() + 5
-        while not proxy.stopped and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert proxy.stopped
+        wait_until(lambda: proxy.stopped, "the proxy to stop after its lifetime", timeout=5)
         try:
             assert sock.recv(1) == b""  # the open connection was ended too
         except ConnectionResetError:

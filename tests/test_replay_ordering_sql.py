@@ -7,11 +7,12 @@ writer commit meanwhile, then releases it: the newer write must survive.
 from __future__ import annotations
 
 import threading
-import time
 from datetime import timedelta
 
 import psycopg
 import pytest
+
+from tests.support.waiting import wait_until
 
 
 def _replay(dsn, *args) -> tuple[threading.Thread, dict, int]:
@@ -31,10 +32,8 @@ def _replay(dsn, *args) -> tuple[threading.Thread, dict, int]:
 
 
 def _wait_until_blocked(conn, pid: int) -> None:
-    deadline = time.monotonic() + 30
-    while conn.execute("select wait_event_type from pg_stat_activity where pid = %s", (pid,)).fetchone()[0] != "Lock":
-        assert time.monotonic() < deadline, "the replay never reached the lock"
-        time.sleep(0.01)
+    wait_until(lambda: conn.execute("select wait_event_type from pg_stat_activity where pid = %s",
+                                    (pid,)).fetchone()[0] == "Lock", "the replay to reach the lock", timeout=30)
 
 
 def _document(conn, key):

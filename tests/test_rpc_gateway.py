@@ -35,6 +35,7 @@ from tests.support.supabase_edge import (
     NO_API_KEY,
     SECRET_KEY_IN_BROWSER,
 )
+from tests.support.waiting import wait_until
 
 ERROR_KEYS = {"code", "message", "details", "hint"}
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
@@ -779,13 +780,6 @@ def test_read_only_mode_does_not_outlive_its_request(rpc):
 # -- the connection pool -------------------------------------------------------------
 
 
-def _wait_until(condition, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.02)
-
-
 def test_no_free_connection_in_time_is_504_pgrst003(stack):
     with RpcGateway(stack.gateway.dsn, JWT_SECRET, keys=stack.keys, pool_size=1, pool_timeout=0.3) as gateway, \
             stack.connect() as locker:
@@ -796,9 +790,9 @@ def test_no_free_connection_in_time_is_504_pgrst003(stack):
         holder.start()
         try:
             # The pool's only connection now waits on the lock the test holds.
-            _wait_until(lambda: locker.execute(
+            wait_until(lambda: locker.execute(
                 "select count(*) from pg_locks where locktype = 'advisory' and objid = %s and not granted",
-                (LOCK_KEY,)).fetchone()[0] == 1, "the first request to wait on the lock")
+                (LOCK_KEY,)).fetchone()[0] == 1, "the first request to wait on the lock", timeout=30)
             with pytest.raises(APIError) as timed_out:
                 client_rpc(gateway.url, stack.secret_key, "gw_test_answer")
             resp = httpx.post(f"{gateway.url}/rest/v1/rpc/gw_test_answer", json={},
