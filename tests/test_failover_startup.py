@@ -93,6 +93,7 @@ def test_a_spool_that_cannot_be_opened_leaves_the_daemon_on_its_store_not_in_mem
         assert isinstance(storage, PostgresStorage)
         status = storage.status()
         storage.setex("thread:no-spool", 3600, '{"kept": "in postgres"}')
+        assert storage.wait_until_healthy(5)  # a shutdown hook written for failover works on the bare store
     assert status["failover"] == "unavailable" and str(unopenable_spool) in status["last_error"]
     assert any(r.levelno == logging.ERROR and "failover is OFF" in r.getMessage() for r in caplog.records)
     with PostgresStorage(dsn) as another_process:

@@ -132,6 +132,4 @@ class AsyncFailoverStorage(_AsyncAdapter):
         return await self._run(self.sync_storage.health)
 
     async def wait_until_healthy(self, timeout: float) -> bool:
-        # Only a FailoverStorage has it. When the spool could not open, this wraps the bare
-        # store, which lacks it just as the one create_storage returns then does.
-        return await self._run(self.sync_storage.wait_until_healthy, timeout)  # type: ignore[attr-defined]
+        return await self._run(self.sync_storage.wait_until_healthy, timeout)

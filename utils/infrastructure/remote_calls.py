@@ -6,12 +6,13 @@ near_cache_calls.py; the Supabase and Postgres transports only run them.
 
 from __future__ import annotations
 
+import time
 from abc import abstractmethod
 from typing import Any
 
 from .async_base_storage import AsyncThreadStorage
 from .base_storage import USER_ERASE_BATCH, ThreadStorage
-from .errors import StorageSchemaError, StorageValueError
+from .errors import StorageSchemaError, StorageUnavailableError, StorageValueError
 from .function_calls import (  # noqa: F401 - also this module's names for the failover layer and tests
     HEALTH_CALL,
     STATS_CALL,
@@ -69,6 +70,18 @@ class RemoteFunctionStorage(ThreadStorage):
             "pending": 0,
             "last_error": self.failover_error,
         }
+
+    def wait_until_healthy(self, timeout: float) -> bool:
+        """As :meth:`FailoverStorage.wait_until_healthy`: with no spool to replay, until the store answers."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.health()
+                return True
+            except StorageUnavailableError:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
 
     def _set(self, key, ttl_seconds, value, user_id, metadata) -> None:
         self._write(key, ttl_seconds, value, user_id, metadata)
