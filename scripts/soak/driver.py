@@ -114,6 +114,17 @@ class Run:
             time.sleep(0.01)
         return False
 
+    def await_started(self, until: float) -> None:
+        """Wait until every daemon now running has opened its storage, at most ``until``.
+
+        On a loaded machine a daemon started late in the run may still be importing when the
+        run ends; stopping it then would leave its restart unchecked (it has not done a thing).
+        """
+        for slot, generation in self.generation.items():
+            ledger = self.dir / "logs" / f"{slot}.{generation}.jsonl"
+            while time.time() < until and '"start"' not in _text(ledger):
+                time.sleep(0.05)
+
     def at(self, label: str) -> None:
         self.events.append(f"{time.time() - self.t0:6.1f}s {label}")
 
@@ -167,6 +178,7 @@ class Run:
         self.wait_until(self.t0 + opts.seconds)
         if not self.store.up:
             self.store.restart()
+        self.await_started(time.time() + 60)
         self.stop_daemons()
         unreplayed = self.replay_spools()
         self.at("spools replayed")
@@ -299,3 +311,10 @@ def spooled_writes(run_dir: Path) -> int:
             row = conn.execute("select seq from sqlite_sequence where name = 'spooled_writes'").fetchone()
         total += row[0] if row else 0
     return total
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
