@@ -17,6 +17,7 @@ from tests.support.database import PROJECT_ROOT
 from tests.support.environment import clean_environ
 from tests.support.local_supabase import LocalSupabase
 from tests.support.postgres_server import PASSWORD
+from tests.support.waiting import wait_until
 from tests.test_supabase_storage import _row, _row_count
 from utils.infrastructure.errors import StoragePermissionError, StorageSchemaError, StorageUnavailableError
 from utils.infrastructure.supabase_storage import SupabaseStorage
@@ -163,7 +164,6 @@ def test_the_async_client_names_keys_and_classifies_edge_failures_the_same_way(s
 def test_an_exhausted_api_pool_is_unavailable_and_failover_spools_through_it(supabase_project, tmp_path):
     """PostgREST's pool timeout (504 PGRST003): one connection, held by a write waiting on a row lock."""
     import threading
-    import time
 
     from tests.support.rpc_gateway import RpcGateway
     from tests.support.supabase_edge import JWT_SECRET
@@ -179,10 +179,14 @@ def test_an_exhausted_api_pool_is_unavailable_and_failover_spools_through_it(sup
             locker.execute("select from public.conversation_threads where thread_id = 'thread:locked' for update")
             blocked = threading.Thread(target=primary.setex, args=("thread:locked", 60, '{"v": 2}'))
             blocked.start()
-            while not locker.execute(
-                "select count(*) from pg_stat_activity where usename = 'authenticator' and wait_event_type = 'Lock'"
-            ).fetchone()[0]:
-                time.sleep(0.02)
+
+            def waiting_on_the_lock():
+                # In a transaction pg_stat_activity is read once and kept: clear that copy each time.
+                locker.execute("select pg_stat_clear_snapshot()")
+                return locker.execute("select count(*) from pg_stat_activity"
+                                      " where usename = 'authenticator' and wait_event_type = 'Lock'").fetchone()[0]
+
+            wait_until(waiting_on_the_lock, "the API's only connection to wait on the row lock")
             with pytest.raises(StorageUnavailableError, match="PGRST003"):
                 primary.get("thread:locked")
             storage = FailoverStorage(primary, Spool(tmp_path / "spool.sqlite3"), first_probe_after=0.2)
