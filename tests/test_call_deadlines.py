@@ -18,6 +18,7 @@ from tests.support.database import apply_sql
 from tests.support.outages import frozen
 from tests.support.pgbouncer import PgBouncer
 from tests.support.postgres_server import PASSWORD, PostgresServer
+from tests.support.rows import thread_row
 from utils.infrastructure.errors import StorageConfigurationError, StorageUnavailableError
 from utils.infrastructure.failover_storage import DEGRADED, FailoverStorage
 from utils.infrastructure.postgres_storage import PostgresStorage, grace_seconds
@@ -34,13 +35,6 @@ HUNG = 15.0
 def server(stoppable_postgres):
     """The session's Postgres of its own, which tests may stop (conftest.py)."""
     return stoppable_postgres
-
-
-def _row(server, key):
-    with server.connect() as conn:
-        row = conn.execute("select conversation_data from public.conversation_threads where thread_id = %s",
-                           (key,)).fetchone()
-    return row and row[0]
 
 
 def _timed(call) -> tuple[float, BaseException | None]:
@@ -77,7 +71,7 @@ def test_a_stopped_server_costs_a_write_no_more_than_its_timeout_and_never_runs_
     assert error is None, "the write was spooled, not refused"
     assert seconds < TIMEOUT + grace_seconds(TIMEOUT) + SLACK, f"setex took {seconds:.1f} s"
     assert state == DEGRADED
-    assert _row(server, key) == {"v": 2}
+    assert thread_row(server, key) == {"v": 2}
     assert "after its deadline" in server.log_tail(200), "the late write reached the server and was refused"
 
 

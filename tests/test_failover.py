@@ -17,6 +17,7 @@ import pytest
 from tests.support.database import PROJECT_ROOT, apply_sql
 from tests.support.environment import clean_environ
 from tests.support.postgres_server import PASSWORD, PostgresServer
+from tests.support.rows import thread_row
 from tests.support.waiting import wait_until
 from utils.infrastructure.failover_storage import DEGRADED, HEALTHY, FailoverStorage
 from utils.infrastructure.json_envelope import MARKER
@@ -63,11 +64,6 @@ class Workload:
         self._thread.join(timeout=30)
 
 
-def _stored(conn, key):
-    row = conn.execute("select conversation_data from public.conversation_threads where thread_id = %s", (key,)).fetchone()
-    return row and row[0]
-
-
 def _failover(primary, tmp_path) -> FailoverStorage:
     return FailoverStorage(primary, Spool(tmp_path / "spool.sqlite3"), first_probe_after=0.2, max_probe_interval=1.0)
 
@@ -95,7 +91,7 @@ def test_postgres_stopped_immediately_mid_workload_loses_nothing(tmp_path):
         assert work.errors == []
         with server.connect() as conn:
             for key, value in work.acked.items():
-                assert _stored(conn, key) == value, key
+                assert thread_row(conn, key) == value, key
 
 
 @pytest.mark.parametrize("fault", ["503", "502", "504", "520", "hang", "close"])
@@ -120,7 +116,7 @@ def test_gateway_failures_lose_nothing(supabase_project, tmp_path, fault):
     assert work.errors == []
     with supabase_project.connect() as conn:
         for key, value in work.acked.items():
-            assert _stored(conn, key) == value, key
+            assert thread_row(conn, key) == value, key
 
 
 def test_reads_during_an_outage_are_served_from_the_spool(supabase_project, tmp_path):
@@ -174,7 +170,7 @@ def test_nul_documents_written_during_an_outage_are_replayed_and_readable(supaba
     with SupabaseStorage(supabase_project.url, supabase_project.secret_key) as another_daemon:
         assert another_daemon.get("thread:nul") == updated
     with supabase_project.connect() as conn:
-        assert _stored(conn, "thread:nul") == {MARKER: updated}, "replayed in the envelope"
+        assert thread_row(conn, "thread:nul") == {MARKER: updated}, "replayed in the envelope"
 
 
 @pytest.mark.parametrize("text", ["test_value", "plain\x00text", ""], ids=["text", "NUL", "empty"])
@@ -196,7 +192,7 @@ def test_text_written_during_an_outage_is_replayed_exactly(supabase_project, tmp
         assert another_daemon.get("thread:text") == text
     with supabase_project.connect() as conn:
         pieces = text.split("\x00")
-        assert _stored(conn, "thread:text") == {MARKER: pieces if len(pieces) > 1 else text}
+        assert thread_row(conn, "thread:text") == {MARKER: pieces if len(pieces) > 1 else text}
 
 
 def test_replay_never_overwrites_a_newer_value(supabase_project, tmp_path):
@@ -228,9 +224,9 @@ def test_replay_never_overwrites_a_newer_value(supabase_project, tmp_path):
     finally:
         gateway.fault = None
     with supabase_project.connect() as conn:
-        assert _stored(conn, "thread:rewritten") == {"v": "newer"}
-        assert _stored(conn, "thread:kept-alive") == {"v": "newer"}
-        assert _stored(conn, "thread:deleted") is None
+        assert thread_row(conn, "thread:rewritten") == {"v": "newer"}
+        assert thread_row(conn, "thread:kept-alive") == {"v": "newer"}
+        assert thread_row(conn, "thread:deleted") is None
 
 
 WRITER = """
@@ -303,7 +299,7 @@ def test_startup_with_the_store_down_runs_on_the_spool_then_recovers(clean_env, 
     assert storage.wait_until_healthy(30)
     assert storage.status()["state"] == HEALTHY
     with supabase_project.connect() as conn:
-        assert _stored(conn, "thread:early") == {"early": 1}
+        assert thread_row(conn, "thread:early") == {"early": 1}
 
 
 def test_an_open_circuit_probes_with_growing_pauses(supabase_project, tmp_path):

@@ -6,6 +6,7 @@ import json
 import time
 import uuid
 
+from tests.support.rows import thread_row
 from utils.infrastructure.errors import StorageUnavailableError
 from utils.infrastructure.failover_storage import DEGRADED, FailoverStorage
 from utils.infrastructure.spool import Spool
@@ -14,13 +15,6 @@ from utils.infrastructure.spool import Spool
 def _failover(store, tmp_path, *, first_probe_after: float) -> FailoverStorage:
     return FailoverStorage(store.client(), Spool(tmp_path / "spool.sqlite3"), first_probe_after=first_probe_after,
                            max_probe_interval=1.0)
-
-
-def _row(store, key):
-    with store.connect() as conn:
-        row = conn.execute("select conversation_data, user_id from public.conversation_threads"
-                           " where thread_id = %s", (key,)).fetchone()
-    return row and tuple(row)
 
 
 def _wait_until_reachable(client) -> None:
@@ -52,7 +46,7 @@ def test_a_spooled_setex_naming_no_user_is_erased_with_the_thread_it_follows(sto
             assert daemon_b.delete_user_threads(user) == 0  # nothing of theirs has reached the store yet
         assert daemon_a.wait_until_healthy(30)
         assert daemon_a.get(key) is None
-    assert _row(store, key) is None
+    assert thread_row(store, key, "conversation_data", "user_id") is None
 
 
 def test_a_thread_written_again_after_the_erase_lives_on(store, tmp_path):
@@ -67,7 +61,7 @@ def test_a_thread_written_again_after_the_erase_lives_on(store, tmp_path):
         daemon_a.setex(key, 3600, '{"turn": "after the erase"}')
         store.up()
         assert daemon_a.wait_until_healthy(30)
-    assert _row(store, key) == ({"turn": "after the erase"}, user), "the write after the erase keeps its owner"
+    assert thread_row(store, key, "conversation_data", "user_id") == ({"turn": "after the erase"}, user), "the write after the erase keeps its owner"
 
 
 def test_an_erase_through_a_daemon_covers_its_spool_and_its_reads(store, tmp_path):
@@ -86,8 +80,8 @@ def test_an_erase_through_a_daemon_covers_its_spool_and_its_reads(store, tmp_pat
         assert daemon.delete_user_threads(user) == 1
         assert daemon.get(key) is None, "a read after the erase never answers the erased thread"
         assert json.loads(daemon.get(other_key)) == {"kept": True}
-    assert _row(store, key) is None
-    assert _row(store, other_key) == ({"kept": True}, "someone-else")
+    assert thread_row(store, key, "conversation_data", "user_id") is None
+    assert thread_row(store, other_key, "conversation_data", "user_id") == ({"kept": True}, "someone-else")
 
 
 def test_a_spooled_write_of_an_erased_user_takes_the_value_it_replaced_with_it(store, tmp_path):
@@ -101,4 +95,4 @@ def test_a_spooled_write_of_an_erased_user_takes_the_value_it_replaced_with_it(s
         with store.client() as daemon_b:
             assert daemon_b.delete_user_threads(user) == 0  # the row the store holds is nobody's
         assert daemon_a.wait_until_healthy(30)
-    assert _row(store, key) is None, "neither the erased write nor the value it replaced"
+    assert thread_row(store, key, "conversation_data", "user_id") is None, "neither the erased write nor the value it replaced"

@@ -13,6 +13,7 @@ import uuid
 
 import pytest
 
+from tests.support.rows import thread_row
 from tests.support.waiting import wait_until
 from utils.infrastructure.failover_storage import DEGRADED, HEALTHY, REPLAYING, FailoverStorage
 from utils.infrastructure.spool import Spool
@@ -21,13 +22,6 @@ from utils.infrastructure.spool import Spool
 def _failover(store, tmp_path, *, first_probe_after: float = 0.2, spool_path=None) -> FailoverStorage:
     spool = Spool(spool_path or tmp_path / "spool.sqlite3")
     return FailoverStorage(store.client(), spool, first_probe_after=first_probe_after, max_probe_interval=1.0)
-
-
-def _row(store, key):
-    with store.connect() as conn:
-        row = conn.execute("select conversation_data from public.conversation_threads where thread_id = %s",
-                           (key,)).fetchone()
-    return row and row[0]
 
 
 def _key(name: str) -> str:
@@ -59,8 +53,8 @@ def test_a_delete_made_while_replaying_stays_deleted(store, tmp_path, victim_pos
         assert storage.wait_until_healthy(60), storage.status()
         assert storage.get(victim) is None
     assert pending_then > 0, "the delete was made while the replay ran"
-    assert _row(store, victim) is None
-    assert _row(store, fillers[-1]) == {"key": fillers[-1]}
+    assert thread_row(store, victim) is None
+    assert thread_row(store, fillers[-1]) == {"key": fillers[-1]}
 
 
 def test_a_delete_by_another_daemon_after_recovery_is_not_undone(store, tmp_path):
@@ -76,7 +70,7 @@ def test_a_delete_by_another_daemon_after_recovery_is_not_undone(store, tmp_path
             assert daemon_a.wait_until_healthy(30)
             assert daemon_b.get(key) is None
         assert daemon_a.status()["replayed"]["superseded"] == 1
-    assert _row(store, key) is None
+    assert thread_row(store, key) is None
 
 
 def test_a_newer_value_that_expired_and_was_cleaned_up_is_not_replaced_by_an_older_one(store, tmp_path):
@@ -91,7 +85,7 @@ def test_a_newer_value_that_expired_and_was_cleaned_up_is_not_replaced_by_an_old
             assert daemon_b.cleanup_expired() >= 1
             assert daemon_a.wait_until_healthy(30)
             assert daemon_b.get(key) is None
-    assert _row(store, key) is None
+    assert thread_row(store, key) is None
 
 
 def test_a_user_erased_after_an_outage_stays_erased(store, tmp_path):
@@ -103,7 +97,7 @@ def test_a_user_erased_after_an_outage_stays_erased(store, tmp_path):
         with store.client() as daemon_b:
             assert daemon_b.delete_user_threads(user) == 0  # the store has none of theirs yet
             assert daemon_a.wait_until_healthy(30)
-    assert _row(store, key) is None
+    assert thread_row(store, key) is None
 
 
 def test_a_spooled_write_that_expired_during_the_outage_still_replaces_the_older_value(store, tmp_path):
@@ -119,7 +113,7 @@ def test_a_spooled_write_that_expired_during_the_outage_still_replaces_the_older
         assert storage.wait_until_healthy(30)
         assert storage.get(key) is None
         assert storage.status()["replayed"]["expired"] == 1
-    assert _row(store, key) is None
+    assert thread_row(store, key) is None
 
 
 def test_a_spooled_write_older_than_a_direct_one_is_not_replayed_over_it(store, tmp_path):
@@ -158,7 +152,7 @@ def test_a_daemon_whose_clock_is_wrong_still_orders_its_spooled_writes(store, tm
         store.up()
         assert daemon_a.wait_until_healthy(30)
         assert abs(daemon_a.status()["server_clock_offset_seconds"] - 3600) < 5
-    assert _row(store, key) == {"v": "spooled by A after the delete"}
+    assert thread_row(store, key) == {"v": "spooled by A after the delete"}
 
 
 def test_replaying_the_same_write_twice_changes_nothing(store, tmp_path):
@@ -177,7 +171,7 @@ def test_replaying_the_same_write_twice_changes_nothing(store, tmp_path):
         assert client.replay(write) == "superseded", "the delete's tombstone is newer"
         old = SpooledWrite(3, key, "set", '{"v": 0}', 3600 * 24 * 365, None, None, written_at - 31 * 86400)
         assert client.replay(old) == "too_old"
-    assert _row(store, key) is None
+    assert thread_row(store, key) is None
 
 
 def test_writes_spooled_long_ago_are_set_aside_not_replayed(store, tmp_path, caplog):
@@ -187,7 +181,7 @@ def test_writes_spooled_long_ago_are_set_aside_not_replayed(store, tmp_path, cap
     with caplog.at_level("ERROR"), FailoverStorage(store.client(), spool, first_probe_after=0.1) as storage:
         assert storage.wait_until_healthy(30)
     assert "older than the store's tombstone retention" in caplog.text
-    assert _row(store, key) is None
+    assert thread_row(store, key) is None
     import sqlite3
 
     with sqlite3.connect(tmp_path / "spool.sqlite3") as conn:
@@ -245,7 +239,7 @@ def test_a_write_the_api_runs_after_the_client_gave_up_does_not_override_later_w
             wait_until(lambda: (stats := api._pool.get_stats()).get("requests_waiting", 0) == 0
                        and stats.get("pool_available", 0) == 1, "the API to run the queued write of v1")
             assert daemon.wait_until_healthy(30), daemon.status()
-        assert _row(SupabaseStore(project), key) == {"v": 2}
+        assert thread_row(SupabaseStore(project), key) == {"v": 2}
     finally:
         api.stop()
 
@@ -271,4 +265,4 @@ def test_update_during_an_outage_writes_nothing_and_leaves_the_stored_thread_who
         store.up()
         assert storage.wait_until_healthy(30)
         assert storage.update(key, add_turn, 3600) == '{"turns": [1, 2]}'
-    assert _row(store, key) == {"turns": [1, 2]}
+    assert thread_row(store, key) == {"turns": [1, 2]}

@@ -12,6 +12,7 @@ from datetime import timedelta
 import psycopg
 import pytest
 
+from tests.support.rows import thread_row
 from tests.support.waiting import wait_until
 
 
@@ -36,12 +37,6 @@ def _wait_until_blocked(conn, pid: int) -> None:
                                     (pid,)).fetchone()[0] == "Lock", "the replay to reach the lock", timeout=30)
 
 
-def _document(conn, key):
-    row = conn.execute("select conversation_data, user_id from public.conversation_threads where thread_id = %s",
-                       (key,)).fetchone()
-    return row and tuple(row)
-
-
 @pytest.mark.parametrize("op", ["delete", "expired set"])
 def test_an_older_replay_never_removes_a_row_written_after_its_lookup(postgres_dsn, op):
     key = f"thread:race-{op.replace(' ', '-')}"
@@ -58,7 +53,7 @@ def test_an_older_replay_never_removes_a_row_written_after_its_lookup(postgres_d
             _wait_until_blocked(blocker, pid)
             writer.execute("select public.thread_put(%s, %s, 3600)", (key, '{"v": "newer, direct"}'))
         worker.join(30)
-        assert _document(writer, key) == ({"v": "newer, direct"}, None)
+        assert thread_row(writer, key, "conversation_data", "user_id") == ({"v": "newer, direct"}, None)
     assert answer["value"] == "superseded"
 
 
@@ -80,4 +75,4 @@ def test_an_erase_waits_for_a_replay_of_the_users_write_and_then_removes_it(post
         erase.join(30)
         assert answer["value"] == "applied"
         assert erased["n"] == 1, "the erase ran after the replay and removed what it wrote"
-        assert _document(blocker, key) is None
+        assert thread_row(blocker, key, "conversation_data", "user_id") is None
