@@ -205,35 +205,25 @@ def test_a_write_the_api_runs_after_the_client_gave_up_does_not_override_later_w
     # the daemon gives up after 0.5 s, spools v1, then spools v2. When the
     # lock goes, the queued v1 would run, stamped later than v2, had it no
     # deadline; with it the store refuses v1 and the replay ends on v2.
-    import threading
-
-    from tests.support.database import AUTHENTICATOR_PASSWORD
-    from tests.support.local_supabase import JWT_SECRET
+    from tests.support.held_api import connection_held_on_a_row_lock, one_connection_api
     from tests.support.outages import SupabaseStore
-    from tests.support.rpc_gateway import RpcGateway
     from utils.infrastructure.supabase_storage import SupabaseStorage
 
     project = supabase_project
-    api = RpcGateway(project.server.dsn_for(project.dbname, user="authenticator", password=AUTHENTICATOR_PASSWORD),
-                     JWT_SECRET, keys=project.keys, pool_size=1, pool_timeout=10).start()
+    api = one_connection_api(project, pool_timeout=10).start()
     key, blocker = _key("late"), _key("blocker")
     try:
         daemon = FailoverStorage(SupabaseStorage(api.url, project.secret_key, timeout_seconds=0.5),
                                  Spool(tmp_path / "spool.sqlite3"), first_probe_after=3, max_probe_interval=1)
-        with daemon, SupabaseStorage(api.url, project.secret_key, timeout_seconds=20) as other, project.connect() as db:
+        with daemon, SupabaseStorage(api.url, project.secret_key, timeout_seconds=20) as other:
             daemon.setex(blocker, 3600, "{}")
-            with db.transaction():
-                db.execute("select 1 from public.conversation_threads where thread_id = %s for update", (blocker,))
-                holding = threading.Thread(target=other.setex, args=(blocker, 3600, '{"other": 1}'))
-                holding.start()
-                wait_until(lambda: db.execute("select count(*) from pg_locks where not granted").fetchone()[0],
-                           "the API's only connection to wait on the row lock")
+            with connection_held_on_a_row_lock(project, blocker, lambda: other.setex(blocker, 3600, '{"other": 1}'),
+                                               join_timeout=20):
                 daemon.setex(key, 3600, '{"v": 1}')
                 assert daemon.status()["state"] == DEGRADED
                 daemon.setex(key, 3600, '{"v": 2}')
                 wait_until(lambda: api._pool.get_stats().get("requests_waiting", 0),
                            "the write of v1 to queue for the API's connection")
-            holding.join(timeout=20)
             # The queued write of v1 has run (or been refused) once no request waits for the
             # API's connection and the connection is back in its pool.
             wait_until(lambda: (stats := api._pool.get_stats()).get("requests_waiting", 0) == 0

@@ -26,6 +26,7 @@ from postgrest.exceptions import APIError
 from psycopg.conninfo import make_conninfo
 from supabase import ClientOptions, create_client
 
+from tests.support.held_api import one_connection_api
 from tests.support.local_supabase import JWT_SECRET, LocalSupabase, make_key
 from tests.support.rpc_gateway import RpcGateway, http_status
 from tests.support.supabase_edge import (
@@ -781,7 +782,7 @@ def test_read_only_mode_does_not_outlive_its_request(rpc):
 
 
 def test_no_free_connection_in_time_is_504_pgrst003(stack):
-    with RpcGateway(stack.gateway.dsn, JWT_SECRET, keys=stack.keys, pool_size=1, pool_timeout=0.3) as gateway, \
+    with one_connection_api(stack, pool_timeout=0.3) as gateway, \
             stack.connect() as locker:
         locker.execute("select pg_advisory_lock(%s)", (LOCK_KEY,))
         blocked: dict = {}

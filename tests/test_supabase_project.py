@@ -17,7 +17,6 @@ from tests.support.database import PROJECT_ROOT
 from tests.support.environment import clean_environ
 from tests.support.local_supabase import LocalSupabase
 from tests.support.postgres_server import PASSWORD
-from tests.support.waiting import wait_until
 from tests.test_supabase_storage import _row, _row_count
 from utils.infrastructure.errors import StoragePermissionError, StorageSchemaError, StorageUnavailableError
 from utils.infrastructure.supabase_storage import SupabaseStorage
@@ -163,36 +162,21 @@ def test_the_async_client_names_keys_and_classifies_edge_failures_the_same_way(s
 
 def test_an_exhausted_api_pool_is_unavailable_and_failover_spools_through_it(supabase_project, tmp_path):
     """PostgREST's pool timeout (504 PGRST003): one connection, held by a write waiting on a row lock."""
-    import threading
-
-    from tests.support.rpc_gateway import RpcGateway
-    from tests.support.supabase_edge import JWT_SECRET
+    from tests.support.held_api import connection_held_on_a_row_lock, one_connection_api
     from utils.infrastructure.failover_storage import DEGRADED, FailoverStorage
     from utils.infrastructure.spool import Spool
 
-    gateway = RpcGateway(supabase_project.gateway.dsn, JWT_SECRET, keys=supabase_project.keys,
-                         pool_size=1, pool_timeout=0.3).start()
+    gateway = one_connection_api(supabase_project, pool_timeout=0.3).start()
     primary = SupabaseStorage(gateway.url, supabase_project.secret_key)
     try:
         primary.setex("thread:locked", 60, '{"v": 1}')
-        with supabase_project.connect() as locker, locker.transaction():
-            locker.execute("select from public.conversation_threads where thread_id = 'thread:locked' for update")
-            blocked = threading.Thread(target=primary.setex, args=("thread:locked", 60, '{"v": 2}'))
-            blocked.start()
-
-            def waiting_on_the_lock():
-                # In a transaction pg_stat_activity is read once and kept: clear that copy each time.
-                locker.execute("select pg_stat_clear_snapshot()")
-                return locker.execute("select count(*) from pg_stat_activity"
-                                      " where usename = 'authenticator' and wait_event_type = 'Lock'").fetchone()[0]
-
-            wait_until(waiting_on_the_lock, "the API's only connection to wait on the row lock")
+        with connection_held_on_a_row_lock(supabase_project, "thread:locked",
+                                           lambda: primary.setex("thread:locked", 60, '{"v": 2}')):
             with pytest.raises(StorageUnavailableError, match="PGRST003"):
                 primary.get("thread:locked")
             storage = FailoverStorage(primary, Spool(tmp_path / "spool.sqlite3"), first_probe_after=0.2)
             storage.setex("thread:spooled", 60, '{"during": "the pool timeout"}')
             assert storage.status()["state"] == DEGRADED
-        blocked.join()
         assert storage.wait_until_healthy(30)
         assert json.loads(primary.get("thread:spooled")) == {"during": "the pool timeout"}
         assert json.loads(primary.get("thread:locked")) == {"v": 2}
