@@ -13,6 +13,7 @@ from freezegun import freeze_time
 
 from tests.support.documents import conversation_document, next_turn
 from tests.support.postgres_server import free_port
+from tests.support.rows import thread_row
 from tests.support.waiting import wait_until
 from utils.infrastructure.errors import StorageUnavailableError
 from utils.infrastructure.json_envelope import MARKER, to_stored
@@ -25,20 +26,16 @@ def storage(supabase_project):
         yield storage
 
 
+#: What these tests check of a thread's row: its owner, its times, and xmin (whether the row was rewritten).
+ROW_COLUMNS = ("user_id", "metadata", "created_at", "accessed_at", "expires_at", "xmin::text::bigint")
+
+
 def _row(project, key):
-    with project.connect() as conn:
-        return conn.execute(
-            "select user_id, metadata, created_at, accessed_at, expires_at, xmin::text::bigint"
-            " from public.conversation_threads where thread_id = %s",
-            (key,),
-        ).fetchone()
+    return thread_row(project, key, *ROW_COLUMNS)
 
 
 def _stored_data(project, key):
-    with project.connect() as conn:
-        return conn.execute(
-            "select conversation_data, size_bytes from public.conversation_threads where thread_id = %s", (key,)
-        ).fetchone()
+    return thread_row(project, key, "conversation_data", "size_bytes")
 
 
 def _row_count(project) -> int:
