@@ -100,15 +100,13 @@ def test_gateway_failures_lose_nothing(supabase_project, tmp_path, fault):
     primary = SupabaseStorage(supabase_project.url, supabase_project.secret_key, timeout_seconds=0.5)
     try:
         with _failover(primary, tmp_path) as storage, Workload(storage) as work:
-            time.sleep(0.3)
+            wait_until(lambda: work.writes >= 10 or work.errors, "writes before the fault")
             gateway.fault = fault
-            # Wait for the workload to notice (slow under a loaded machine), then
-            # let it write into the spool for a while.
-            deadline = time.monotonic() + 15
-            while storage.status()["state"] != DEGRADED and time.monotonic() < deadline:
-                time.sleep(0.05)
+            # The workload notices, then writes into the spool for a while: counted, not timed.
+            wait_until(lambda: storage.status()["state"] == DEGRADED or work.errors, "the workload to notice the fault")
             assert storage.status()["state"] == DEGRADED, (storage.status(), work.errors)
-            time.sleep(1.0)
+            during = work.writes
+            wait_until(lambda: work.writes - during >= 10 or work.errors, "writes into the spool")
             gateway.fault = None
             assert storage.wait_until_healthy(60), (storage.status(), work.errors)
     finally:
