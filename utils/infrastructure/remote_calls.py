@@ -56,11 +56,7 @@ class RemoteFunctionStorage(ThreadStorage):
     def health(self) -> dict[str, Any]:
         """Check reachability, role and schema version; return the server's report."""
         self._ensure_open()
-        report = self._invoke(HEALTH_CALL)
-        reason = near_cache_unsupported(report)
-        if reason is not None and self.near_cache is not None:
-            _older_schema(self, reason)
-        return report
+        return _checked_for_near_cache(self, self._invoke(HEALTH_CALL))
 
     def status(self) -> dict[str, Any]:
         """As :meth:`FailoverStorage.status`: here calls go straight to the store, with no spool."""
@@ -185,11 +181,7 @@ class AsyncRemoteFunctionStorage(AsyncThreadStorage):
 
     async def health(self) -> dict[str, Any]:
         self._ensure_open()
-        report = await self._invoke(HEALTH_CALL)
-        reason = near_cache_unsupported(report)
-        if reason is not None and self.near_cache is not None:
-            _older_schema(self, reason)
-        return report
+        return _checked_for_near_cache(self, await self._invoke(HEALTH_CALL))
 
     async def _set(self, key, ttl_seconds, value, user_id, metadata) -> None:
         cache = self.near_cache
@@ -265,6 +257,15 @@ class AsyncRemoteFunctionStorage(AsyncThreadStorage):
 
     @abstractmethod
     async def _call(self, function: str, params: dict[str, Any]) -> Any: ...
+
+
+def _checked_for_near_cache(storage: RemoteFunctionStorage | AsyncRemoteFunctionStorage,
+                            report: dict[str, Any]) -> dict[str, Any]:
+    """``report`` (storage_health's), after switching the near cache off if the schema cannot serve it."""
+    reason = near_cache_unsupported(report)
+    if reason is not None and storage.near_cache is not None:
+        _older_schema(storage, reason)
+    return report
 
 
 def _older_schema(storage: RemoteFunctionStorage | AsyncRemoteFunctionStorage, reason: str) -> None:
