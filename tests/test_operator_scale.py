@@ -13,7 +13,11 @@ from supabase import create_client
 
 from scripts.benchmarks.operator_calls import HEAVY_USER, TYPICAL_USER, populate
 from tests.support.database import apply_sql, sql_files
-from tests.support.local_supabase import LocalSupabase
+
+# A stand-in of this module's own: it rebuilds indexes and pauses pg_cron, which no other test may see.
+from tests.support.local_supabase import (
+    module_local_supabase,  # noqa: F401
+)
 from utils.infrastructure.memory_storage import InMemoryStorage
 from utils.infrastructure.remote_calls import USER_ERASE_BATCH
 from utils.infrastructure.schema import SCHEMA_VERSION
@@ -31,13 +35,6 @@ SIZE = "coalesce(size_bytes, octet_length(conversation_data::text))"
 LISTED = (f"select thread_id, {SIZE} from public.conversation_threads where expires_at > now()"
           " and (%(user)s::text is null or user_id = %(user)s) order by accessed_at desc, thread_id limit 50")
 
-
-@pytest.fixture(scope="module")
-def local_supabase():
-    """A stand-in of this module's own: it rebuilds indexes and pauses pg_cron, which no other test may see."""
-    stack = LocalSupabase()
-    yield stack
-    stack.close()
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,13 @@ from psycopg.conninfo import make_conninfo
 from supabase import ClientOptions, create_client
 
 from tests.support.held_api import one_connection_api
-from tests.support.local_supabase import JWT_SECRET, LocalSupabase, make_key
+
+# A stand-in of this module's own: its gw_test_* functions must not reach the catalog other tests check.
+from tests.support.local_supabase import (
+    JWT_SECRET,
+    make_key,
+    module_local_supabase,  # noqa: F401
+)
 from tests.support.rpc_gateway import RpcGateway, http_status
 from tests.support.supabase_edge import (
     BAD_GATEWAY,
@@ -174,13 +180,6 @@ drop type if exists public.gw_test_pair_t;
 drop table if exists public.gw_test_scratch;
 """
 
-
-@pytest.fixture(scope="module")
-def local_supabase():
-    """A stand-in of this module's own: its gw_test_* functions must not reach the catalog other tests check."""
-    stack = LocalSupabase()
-    yield stack
-    stack.close()
 
 
 @pytest.fixture(scope="module")

@@ -14,18 +14,16 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from tests.support.local_supabase import JWT_SECRET, LocalSupabase, make_key
+# A stand-in of this module's own: its DDL and role settings (cluster-wide) must not reach other tests.
+from tests.support.local_supabase import (
+    JWT_SECRET,
+    make_key,
+    module_local_supabase,  # noqa: F401
+)
 from tests.support.rpc_gateway import RpcGateway
 
 PLAIN_DB = "gw_schema_cache_plain"
 
-
-@pytest.fixture(scope="module")
-def local_supabase():
-    """A stand-in of this module's own: its DDL and role settings (cluster-wide) must not reach other tests."""
-    stack = LocalSupabase()
-    yield stack
-    stack.close()
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,8 @@ project's sql/ applied, and the RPC gateway in front, with API keys to match.
 
 from __future__ import annotations
 
+import pytest
+
 from .database import AUTHENTICATOR_PASSWORD, PG_CRON_SETTINGS, apply_sql, prepare_supabase_database
 from .postgres_server import PostgresServer
 from .rpc_gateway import RpcGateway
@@ -67,3 +69,15 @@ class LocalSupabase:
     def close(self) -> None:
         self.gateway.stop()
         self.server.cleanup()
+
+
+@pytest.fixture(scope="module", name="local_supabase")
+def module_local_supabase():
+    """A stand-in of one test module's own, in place of the session's.
+
+    For a module whose DDL, role settings (cluster-wide) or bulk rows must not
+    reach other tests: import it there, saying why.
+    """
+    stack = LocalSupabase()
+    yield stack
+    stack.close()
