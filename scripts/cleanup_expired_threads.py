@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.infrastructure.cli import main
+from utils.infrastructure.operations.cli import main
 
 if __name__ == "__main__":
     sys.exit(main([arg for arg in sys.argv[1:] if arg == "--json"] + ["cleanup"]

@@ -32,8 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.infrastructure.errors import StorageError
-from utils.infrastructure.settings import load_settings
+from utils.infrastructure.contract.errors import StorageError
+from utils.infrastructure.operations.settings import load_settings
 
 
 def turn_text(key: str, n: int) -> str:

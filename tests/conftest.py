@@ -20,13 +20,13 @@ from tests.support.outages import PostgresStore, SupabaseStore
 from tests.support.pgbouncer import PgBouncer
 from tests.support.postgres_server import PASSWORD, PostgresServer
 from utils.infrastructure import storage_backend
-from utils.infrastructure.async_adapters import AsyncInMemoryStorage, AsyncSQLiteStorage
-from utils.infrastructure.base_storage import ThreadStorage
-from utils.infrastructure.memory_storage import InMemoryStorage
-from utils.infrastructure.near_cache import NearCache
-from utils.infrastructure.postgres_storage import AsyncPostgresStorage, PostgresStorage
-from utils.infrastructure.sqlite_storage import SQLiteStorage
-from utils.infrastructure.supabase_storage import AsyncSupabaseStorage, SupabaseStorage
+from utils.infrastructure.backends.async_adapters import AsyncInMemoryStorage, AsyncSQLiteStorage
+from utils.infrastructure.backends.memory_storage import InMemoryStorage
+from utils.infrastructure.backends.postgres_storage import AsyncPostgresStorage, PostgresStorage
+from utils.infrastructure.backends.sqlite_storage import SQLiteStorage
+from utils.infrastructure.backends.supabase_storage import AsyncSupabaseStorage, SupabaseStorage
+from utils.infrastructure.contract.base_storage import ThreadStorage
+from utils.infrastructure.remote.near_cache import NearCache
 
 #: "-uncached": the remote backends without their near cache (near_cache.py);
 #: the plain names run with it, patching every write of a thread they hold.

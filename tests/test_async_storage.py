@@ -9,12 +9,12 @@ import threading
 
 import pytest
 
-from utils.infrastructure.async_adapters import AsyncInMemoryStorage, AsyncSQLiteStorage
-from utils.infrastructure.errors import StorageClosedError, StorageUnavailableError
-from utils.infrastructure.postgres_storage import AsyncPostgresStorage
-from utils.infrastructure.sqlite_storage import SQLiteStorage
+from utils.infrastructure.backends.async_adapters import AsyncInMemoryStorage, AsyncSQLiteStorage
+from utils.infrastructure.backends.postgres_storage import AsyncPostgresStorage
+from utils.infrastructure.backends.sqlite_storage import SQLiteStorage
+from utils.infrastructure.backends.supabase_storage import AsyncSupabaseStorage
+from utils.infrastructure.contract.errors import StorageClosedError, StorageUnavailableError
 from utils.infrastructure.storage_backend import get_async_storage, reset_async_storage
-from utils.infrastructure.supabase_storage import AsyncSupabaseStorage
 
 
 async def _ticks_while(operation, period: float = 0.01) -> int:
@@ -208,7 +208,7 @@ def test_get_async_storage_falls_back_loudly(clean_env, caplog):
 
 
 def test_async_daemons_get_failover_too(clean_env, supabase_project):
-    from utils.infrastructure.async_adapters import AsyncFailoverStorage
+    from utils.infrastructure.backends.async_adapters import AsyncFailoverStorage
 
     clean_env.setenv("CONVERSATION_STORAGE_BACKEND", "supabase")
     clean_env.setenv("SUPABASE_URL", supabase_project.url)

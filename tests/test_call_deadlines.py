@@ -19,10 +19,10 @@ from tests.support.outages import frozen
 from tests.support.pgbouncer import PgBouncer
 from tests.support.postgres_server import PASSWORD, PostgresServer
 from tests.support.rows import thread_row
-from utils.infrastructure.errors import StorageConfigurationError, StorageUnavailableError
-from utils.infrastructure.failover_storage import DEGRADED, FailoverStorage
-from utils.infrastructure.postgres_storage import PostgresStorage, grace_seconds
-from utils.infrastructure.spool import Spool
+from utils.infrastructure.backends.postgres_storage import PostgresStorage, grace_seconds
+from utils.infrastructure.contract.errors import StorageConfigurationError, StorageUnavailableError
+from utils.infrastructure.failover.failover_storage import DEGRADED, FailoverStorage
+from utils.infrastructure.failover.spool import Spool
 
 TIMEOUT = 2.0
 #: What a loaded 2-core machine may add to the client's own bound; the failures are unbounded.
@@ -157,7 +157,7 @@ def test_the_server_refuses_a_write_that_arrives_after_its_deadline(server):
 def test_the_asyncio_client_drops_closed_connections_and_bounds_its_calls_too(server):
     import asyncio
 
-    from utils.infrastructure.postgres_storage import AsyncPostgresStorage
+    from utils.infrastructure.backends.postgres_storage import AsyncPostgresStorage
 
     async def scenario() -> tuple[float, BaseException | None, str | None]:
         storage = await AsyncPostgresStorage.create(server.dsn_for("postgres", password=PASSWORD), min_size=1,

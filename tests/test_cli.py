@@ -12,13 +12,13 @@ import pytest
 from tests.support.database import PROJECT_ROOT
 from tests.support.environment import clean_environ
 from tests.support.postgres_server import free_port
-from utils.infrastructure.spool import Spool
+from utils.infrastructure.failover.spool import Spool
 
 CLEANUP_SCRIPT = PROJECT_ROOT / "scripts" / "cleanup_expired_threads.py"
 
 
 def run(args: list[str], env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess:
-    command = args if args[0] == str(CLEANUP_SCRIPT) else ["-m", "utils.infrastructure.cli", *args]
+    command = args if args[0] == str(CLEANUP_SCRIPT) else ["-m", "utils.infrastructure.operations.cli", *args]
     return subprocess.run(
         [sys.executable, *command], check=False, cwd=PROJECT_ROOT, env=clean_environ(env),
         input=stdin, capture_output=True, text=True, timeout=120,

@@ -12,13 +12,13 @@ from freezegun import freeze_time
 
 from tests.conftest import ALL_BACKENDS
 from tests.support.documents import conversation_document, document_of_size
-from utils.infrastructure.errors import (
+from utils.infrastructure.contract.errors import (
     StorageClosedError,
     StorageConflictError,
     StorageTypeError,
     StorageValueError,
 )
-from utils.infrastructure.json_envelope import MARKER
+from utils.infrastructure.contract.json_envelope import MARKER
 
 
 def test_get_returns_what_was_set(backend):

@@ -19,11 +19,11 @@ from tests.support.environment import clean_environ
 from tests.support.postgres_server import PASSWORD, PostgresServer
 from tests.support.rows import thread_row
 from tests.support.waiting import wait_until
-from utils.infrastructure.failover_storage import DEGRADED, HEALTHY, FailoverStorage
-from utils.infrastructure.json_envelope import MARKER
-from utils.infrastructure.postgres_storage import PostgresStorage
-from utils.infrastructure.spool import Spool
-from utils.infrastructure.supabase_storage import SupabaseStorage
+from utils.infrastructure.backends.postgres_storage import PostgresStorage
+from utils.infrastructure.backends.supabase_storage import SupabaseStorage
+from utils.infrastructure.contract.json_envelope import MARKER
+from utils.infrastructure.failover.failover_storage import DEGRADED, HEALTHY, FailoverStorage
+from utils.infrastructure.failover.spool import Spool
 
 
 class Workload:

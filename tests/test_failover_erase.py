@@ -7,9 +7,9 @@ import time
 import uuid
 
 from tests.support.rows import thread_row
-from utils.infrastructure.errors import StorageUnavailableError
-from utils.infrastructure.failover_storage import DEGRADED, FailoverStorage
-from utils.infrastructure.spool import Spool
+from utils.infrastructure.contract.errors import StorageUnavailableError
+from utils.infrastructure.failover.failover_storage import DEGRADED, FailoverStorage
+from utils.infrastructure.failover.spool import Spool
 
 
 def _failover(store, tmp_path, *, first_probe_after: float) -> FailoverStorage:

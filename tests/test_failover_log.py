@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 import re
 
-from utils.infrastructure.failover_storage import DEGRADED, FailoverStorage
-from utils.infrastructure.spool import Spool
+from utils.infrastructure.failover.failover_storage import DEGRADED, FailoverStorage
+from utils.infrastructure.failover.spool import Spool
 
 LOGGER = "conversation_storage.failover"
 

@@ -15,8 +15,8 @@ import pytest
 
 from tests.support.rows import thread_row
 from tests.support.waiting import wait_until
-from utils.infrastructure.failover_storage import DEGRADED, HEALTHY, REPLAYING, FailoverStorage
-from utils.infrastructure.spool import Spool
+from utils.infrastructure.failover.failover_storage import DEGRADED, HEALTHY, REPLAYING, FailoverStorage
+from utils.infrastructure.failover.spool import Spool
 
 
 def _failover(store, tmp_path, *, first_probe_after: float = 0.2, spool_path=None) -> FailoverStorage:
@@ -135,7 +135,7 @@ def test_a_daemon_whose_clock_is_wrong_still_orders_its_spooled_writes(store, tm
     # clock on its answers and stamps spooled writes with that instead.
     import types
 
-    from utils.infrastructure import failover_storage, server_clock
+    from utils.infrastructure.failover import failover_storage, server_clock
 
     key = _key("skewed")
     late = types.SimpleNamespace(**{**vars(time), "time": lambda: time.time() - 3600})
@@ -156,7 +156,7 @@ def test_a_daemon_whose_clock_is_wrong_still_orders_its_spooled_writes(store, tm
 
 
 def test_replaying_the_same_write_twice_changes_nothing(store, tmp_path):
-    from utils.infrastructure.spool import SpooledWrite
+    from utils.infrastructure.failover.spool import SpooledWrite
 
     key = _key("twice")
     with store.client() as client:
@@ -207,7 +207,7 @@ def test_a_write_the_api_runs_after_the_client_gave_up_does_not_override_later_w
     # deadline; with it the store refuses v1 and the replay ends on v2.
     from tests.support.held_api import connection_held_on_a_row_lock, one_connection_api
     from tests.support.outages import SupabaseStore
-    from utils.infrastructure.supabase_storage import SupabaseStorage
+    from utils.infrastructure.backends.supabase_storage import SupabaseStorage
 
     project = supabase_project
     api = one_connection_api(project, pool_timeout=10).start()
@@ -235,7 +235,7 @@ def test_a_write_the_api_runs_after_the_client_gave_up_does_not_override_later_w
 
 
 def test_update_during_an_outage_writes_nothing_and_leaves_the_stored_thread_whole(store, tmp_path):
-    from utils.infrastructure.errors import StorageUnavailableError
+    from utils.infrastructure.contract.errors import StorageUnavailableError
 
     key = _key("updated")
 

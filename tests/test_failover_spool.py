@@ -16,9 +16,9 @@ from freezegun import freeze_time
 from tests.support.database import PROJECT_ROOT
 from tests.support.outages import PostgresStore
 from tests.support.postgres_server import PASSWORD
-from utils.infrastructure.errors import StorageUnavailableError
-from utils.infrastructure.failover_storage import HEALTHY, FailoverStorage
-from utils.infrastructure.spool import Spool, SpoolError
+from utils.infrastructure.contract.errors import StorageUnavailableError
+from utils.infrastructure.failover.failover_storage import HEALTHY, FailoverStorage
+from utils.infrastructure.failover.spool import Spool, SpoolError
 
 
 def _rows(store, keys) -> dict:
@@ -98,10 +98,10 @@ def test_a_spool_recovers_when_only_a_little_room_comes_back(store, small_disk):
 
 DAEMON = """
 import json, sys
-from utils.infrastructure.failover_storage import FailoverStorage
-from utils.infrastructure.postgres_storage import PostgresStorage
-from utils.infrastructure.spool import Spool
-from utils.infrastructure.supabase_storage import SupabaseStorage
+from utils.infrastructure.failover.failover_storage import FailoverStorage
+from utils.infrastructure.backends.postgres_storage import PostgresStorage
+from utils.infrastructure.failover.spool import Spool
+from utils.infrastructure.backends.supabase_storage import SupabaseStorage
 
 name, kind, spool_path, *where = sys.argv[1:]
 client = (PostgresStorage(where[0], connect_timeout=1, statement_timeout=2) if kind == "postgres"
@@ -238,7 +238,7 @@ def test_a_claim_of_an_owner_that_died_lapses_at_once(tmp_path):
     writer.append_set("thread:k", 3600, '{"v": 1}', None, None, time.time())
     writer.close()
     # The owner's flock goes with its process; os._exit skips any tidying up.
-    owner = (f"import os\nfrom utils.infrastructure.spool import Spool\n"
+    owner = (f"import os\nfrom utils.infrastructure.failover.spool import Spool\n"
              f"assert len(Spool({str(path)!r}).claim(10)) == 1\nos._exit(0)")
     subprocess.run([sys.executable, "-c", owner], cwd=PROJECT_ROOT, check=True)
     other = Spool(path)

@@ -15,11 +15,11 @@ from tests.support.database import PROJECT_ROOT
 from tests.support.environment import clean_environ
 from tests.support.outages import PostgresStore
 from tests.support.postgres_server import PASSWORD
-from utils.infrastructure.backend_factory import create_storage
-from utils.infrastructure.memory_storage import InMemoryStorage
-from utils.infrastructure.postgres_storage import PostgresStorage
-from utils.infrastructure.settings import load_settings
-from utils.infrastructure.spool import SpoolError
+from utils.infrastructure.backends.memory_storage import InMemoryStorage
+from utils.infrastructure.backends.postgres_storage import PostgresStorage
+from utils.infrastructure.failover.spool import SpoolError
+from utils.infrastructure.operations.backend_factory import create_storage
+from utils.infrastructure.operations.settings import load_settings
 
 
 def _settings(dsn: str, spool_path, **extra: str):
@@ -104,7 +104,7 @@ def test_doctor_fails_on_a_spool_that_could_not_be_created(stoppable_postgres, u
     env = clean_environ()
     env.update({"CONVERSATION_STORAGE_BACKEND": "postgres", "CONVERSATION_SPOOL_PATH": str(unopenable_spool),
                 "DATABASE_URL": stoppable_postgres.dsn_for("postgres", password=PASSWORD)})
-    result = subprocess.run([sys.executable, "-m", "utils.infrastructure.cli", "--json", "doctor"], cwd=PROJECT_ROOT,
+    result = subprocess.run([sys.executable, "-m", "utils.infrastructure.operations.cli", "--json", "doctor"], cwd=PROJECT_ROOT,
                             env=env, capture_output=True, text=True, timeout=120, check=False)
     checks = {c["check"]: c for c in json.loads(result.stdout)["checks"]}
     assert result.returncode == 4
@@ -130,7 +130,7 @@ def test_with_neither_store_nor_spool_the_daemon_falls_back_to_memory_loudly(uno
 
 FIRST_INCARNATION = """
 import os, sys, time
-from utils.infrastructure.spool import Spool
+from utils.infrastructure.failover.spool import Spool
 spool = Spool(sys.argv[1])
 for i in range(20):
     spool.append_set(f"thread:pid1-{i}", 3600, '{"i": %d}' % i, None, None, time.time())
@@ -141,9 +141,9 @@ time.sleep(600)
 
 SECOND_INCARNATION = """
 import json, os, sys, time
-from utils.infrastructure.failover_storage import FailoverStorage
-from utils.infrastructure.postgres_storage import PostgresStorage
-from utils.infrastructure.spool import Spool
+from utils.infrastructure.failover.failover_storage import FailoverStorage
+from utils.infrastructure.backends.postgres_storage import PostgresStorage
+from utils.infrastructure.failover.spool import Spool
 storage = FailoverStorage(PostgresStorage(sys.argv[2]), Spool(sys.argv[1]), first_probe_after=0.2)
 first_reads = {key: storage.get(key) for key in ("thread:pid1-0", "thread:pid1-19", "thread:stored-before")}
 healthy = storage.wait_until_healthy(20)

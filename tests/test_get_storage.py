@@ -11,18 +11,18 @@ import threading
 import pytest
 
 from tests.support.postgres_server import free_port
-from utils.infrastructure import settings as settings_module
 from utils.infrastructure import storage_backend
-from utils.infrastructure.errors import (
+from utils.infrastructure.backends.memory_storage import InMemoryStorage
+from utils.infrastructure.backends.supabase_storage import SupabaseStorage
+from utils.infrastructure.contract.errors import (
     StorageConfigurationError,
     StoragePermissionError,
     StorageUnavailableError,
     StorageValueError,
 )
-from utils.infrastructure.memory_storage import InMemoryStorage
-from utils.infrastructure.settings import OWN_VARIABLES, load_settings
+from utils.infrastructure.operations import settings as settings_module
+from utils.infrastructure.operations.settings import OWN_VARIABLES, load_settings
 from utils.infrastructure.storage_backend import get_storage, get_storage_backend, reset_storage
-from utils.infrastructure.supabase_storage import SupabaseStorage
 
 
 def _use_supabase(env, url, key, **extra):
@@ -250,7 +250,7 @@ def test_postgres_is_used_with_database_url(clean_env, postgres_dsn, caplog):
     clean_env.setenv("CONVERSATION_STORAGE_FAILOVER", "false")
     with caplog.at_level(logging.INFO):
         storage = get_storage()
-    from utils.infrastructure.postgres_storage import PostgresStorage
+    from utils.infrastructure.backends.postgres_storage import PostgresStorage
 
     assert isinstance(storage, PostgresStorage)
     assert "persistently in postgres" in caplog.text
@@ -324,7 +324,7 @@ def test_a_postgres_database_without_the_schema_falls_back_naming_migrate(clean_
 
 
 def test_the_schema_advice_for_supabase_leads_with_migrate_and_keeps_the_sql_editor():
-    from utils.infrastructure.sql_errors import error_for_code
+    from utils.infrastructure.backends.sql_errors import error_for_code
 
     message = str(error_for_code("PGRST202", "Could not find the function public.storage_health",
                                  operation="storage_health", where="Supabase"))
@@ -338,7 +338,7 @@ def test_every_variable_the_settings_read_is_in_the_readmes_configuration_table(
 
     from tests.support.database import PROJECT_ROOT
 
-    source = (PROJECT_ROOT / "utils" / "infrastructure" / "settings.py").read_text()
+    source = (PROJECT_ROOT / "utils" / "infrastructure" / "operations" / "settings.py").read_text()
     read = set(re.findall(r'"((?:CONVERSATION|SUPABASE)_[A-Z_]+|DATABASE_URL)"', source))
     readme = (PROJECT_ROOT / "README.md").read_text()
     section = readme.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]

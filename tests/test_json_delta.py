@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from tests.support.database import apply_sql
 from tests.support.documents import conversation_document, next_turn
-from utils.infrastructure.json_delta import Number, diff, loads
+from utils.infrastructure.remote.json_delta import Number, diff, loads
 
 APPLY = "select public.conversation_storage_apply_patch(%s::jsonb, %s::jsonb)::text"
 #: Patches of any size, so that small generated documents get one too.

@@ -21,13 +21,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import ALL_BACKENDS
-from utils.infrastructure.errors import StorageError, StorageValueError
-from utils.infrastructure.json_numbers import check_numbers
-from utils.infrastructure.memory_storage import InMemoryStorage
-from utils.infrastructure.postgres_storage import PostgresStorage
-from utils.infrastructure.sqlite_storage import SQLiteStorage
-from utils.infrastructure.supabase_storage import SupabaseStorage
-from utils.infrastructure.validation import DEFAULT_MAX_VALUE_BYTES, check_value
+from utils.infrastructure.backends.memory_storage import InMemoryStorage
+from utils.infrastructure.backends.postgres_storage import PostgresStorage
+from utils.infrastructure.backends.sqlite_storage import SQLiteStorage
+from utils.infrastructure.backends.supabase_storage import SupabaseStorage
+from utils.infrastructure.contract.errors import StorageError, StorageValueError
+from utils.infrastructure.contract.json_numbers import check_numbers
+from utils.infrastructure.contract.validation import DEFAULT_MAX_VALUE_BYTES, check_value
 
 PRINTS_NUMBERS = {name for name in ALL_BACKENDS if "postgres" in name or "supabase" in name}
 

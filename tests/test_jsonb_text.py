@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.test_json_delta import ROOTS, TOKENS, write
-from utils.infrastructure.jsonb_text import fingerprint, numeric_text, render
+from utils.infrastructure.remote.jsonb_text import fingerprint, numeric_text, render
 
 
 @pytest.fixture(scope="module")

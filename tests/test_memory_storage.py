@@ -6,7 +6,7 @@ import threading
 import time
 
 from tests.support.waiting import wait_until
-from utils.infrastructure.memory_storage import InMemoryStorage
+from utils.infrastructure.backends.memory_storage import InMemoryStorage
 
 
 def _sweepers() -> list[threading.Thread]:

@@ -9,7 +9,7 @@ import pytest
 
 from tests.support.database import PROJECT_ROOT, SQL_DIR
 from tests.support.postgres_server import PASSWORD
-from utils.infrastructure.migrations import MigrationError, migrate
+from utils.infrastructure.operations.migrations import MigrationError, migrate
 
 ALL_FILES = sorted(p.name for p in SQL_DIR.glob("*.sql"))
 
@@ -105,7 +105,7 @@ def test_a_database_that_ran_the_released_005_keeps_migrating(postgres_server, f
 
 def test_accepted_earlier_texts_count_as_the_shipped_text():
     # Editing such a file again without a new entry would strand the databases that ran an earlier text.
-    from utils.infrastructure.migrations import _EARLIER_CHECKSUMS, sql_files
+    from utils.infrastructure.operations.migrations import _EARLIER_CHECKSUMS, sql_files
 
     shipped = {f.name: f.checksum for f in sql_files(SQL_DIR)}
     for name, earlier in _EARLIER_CHECKSUMS.items():

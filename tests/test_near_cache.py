@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 from scripts.benchmarks.network_proxy import ShapingProxy
 from tests.support.documents import conversation_document, next_turn
 from tests.support.outside_writer import OutsideWriter
-from utils.infrastructure.errors import StorageUnavailableError
-from utils.infrastructure.near_cache import NearCache
-from utils.infrastructure.postgres_storage import PostgresStorage
-from utils.infrastructure.supabase_storage import SupabaseStorage
+from utils.infrastructure.backends.postgres_storage import PostgresStorage
+from utils.infrastructure.backends.supabase_storage import SupabaseStorage
+from utils.infrastructure.contract.errors import StorageUnavailableError
+from utils.infrastructure.remote.near_cache import NearCache
 
 TTL = 3600
 

@@ -11,8 +11,8 @@ import pytest
 
 from scripts.benchmarks.network_proxy import ShapingProxy
 from tests.support.documents import conversation_document
-from utils.infrastructure.near_cache import NearCache
-from utils.infrastructure.postgres_storage import PostgresStorage
+from utils.infrastructure.backends.postgres_storage import PostgresStorage
+from utils.infrastructure.remote.near_cache import NearCache
 
 TTL = 3600
 

@@ -13,8 +13,8 @@ import json
 
 import pytest
 
-from utils.infrastructure.errors import StorageValueError
-from utils.infrastructure.json_envelope import MARKER, to_stored
+from utils.infrastructure.contract.errors import StorageValueError
+from utils.infrastructure.contract.json_envelope import MARKER, to_stored
 
 KEEPS_TEXT = {"memory", "sqlite", "async-memory", "async-sqlite"}
 

@@ -18,11 +18,11 @@ from tests.support.database import apply_sql, sql_files
 from tests.support.local_supabase import (
     module_local_supabase,  # noqa: F401
 )
-from utils.infrastructure.memory_storage import InMemoryStorage
-from utils.infrastructure.remote_calls import USER_ERASE_BATCH
-from utils.infrastructure.schema import SCHEMA_VERSION
-from utils.infrastructure.sqlite_storage import SQLiteStorage
-from utils.infrastructure.supabase_storage import SupabaseStorage
+from utils.infrastructure.backends.memory_storage import InMemoryStorage
+from utils.infrastructure.backends.sqlite_storage import SQLiteStorage
+from utils.infrastructure.backends.supabase_storage import SupabaseStorage
+from utils.infrastructure.remote.remote_calls import USER_ERASE_BATCH
+from utils.infrastructure.remote.schema import SCHEMA_VERSION
 
 ROWS = 1_000_000
 HEAVY_ROWS = 100_000

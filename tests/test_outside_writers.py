@@ -18,8 +18,8 @@ import pytest
 from tests.support.database import apply_sql
 from tests.support.documents import conversation_document, next_turn
 from tests.support.postgres_server import PASSWORD, PostgresServer
-from utils.infrastructure.near_cache import NearCache
-from utils.infrastructure.postgres_storage import PostgresStorage
+from utils.infrastructure.backends.postgres_storage import PostgresStorage
+from utils.infrastructure.remote.near_cache import NearCache
 
 TTL = 3600
 VERSION = "select version from public.conversation_threads where thread_id = 'thread:o'"

@@ -16,7 +16,7 @@ import pytest
 from tests.support.database import PG_CRON_SETTINGS, PROJECT_ROOT, apply_sql, sql_files
 from tests.support.environment import clean_environ
 from tests.support.postgres_server import PASSWORD, PostgresServer
-from utils.infrastructure.migrations import migrate
+from utils.infrastructure.operations.migrations import migrate
 
 JOB = "cleanup-expired-threads"
 SCHEDULE_FILE = "005_cleanup_schedule.sql"
@@ -39,7 +39,7 @@ def cron_server():
 def _doctor(dsn: str, spool_dir) -> subprocess.CompletedProcess:
     env = {**clean_environ(), "CONVERSATION_STORAGE_BACKEND": "postgres", "DATABASE_URL": dsn,
            "CONVERSATION_SPOOL_PATH": str(spool_dir / "spool.sqlite3")}
-    return subprocess.run([sys.executable, "-m", "utils.infrastructure.cli", "doctor"], cwd=PROJECT_ROOT,
+    return subprocess.run([sys.executable, "-m", "utils.infrastructure.operations.cli", "doctor"], cwd=PROJECT_ROOT,
                           env=env, capture_output=True, text=True, timeout=120, check=False)
 
 

@@ -10,9 +10,17 @@ import pytest
 
 from tests.support.database import apply_sql, sql_files
 from tests.support.postgres_server import PASSWORD, PostgresServer, free_port
-from utils.infrastructure.errors import StoragePermissionError, StorageSchemaError, StorageUnavailableError
-from utils.infrastructure.postgres_storage import APPLICATION_NAME, PostgresStorage, uses_transaction_pooler
-from utils.infrastructure.schema import REQUIRED_SCHEMA_VERSION
+from utils.infrastructure.backends.postgres_storage import (
+    APPLICATION_NAME,
+    PostgresStorage,
+    uses_transaction_pooler,
+)
+from utils.infrastructure.contract.errors import (
+    StoragePermissionError,
+    StorageSchemaError,
+    StorageUnavailableError,
+)
+from utils.infrastructure.remote.schema import REQUIRED_SCHEMA_VERSION
 
 
 def test_eight_threads_run_their_queries_at_the_same_time(postgres_server, postgres_dsn):

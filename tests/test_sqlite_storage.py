@@ -11,12 +11,12 @@ import time
 import pytest
 
 from tests.support.database import PROJECT_ROOT
-from utils.infrastructure.errors import StorageConfigurationError, StorageUnavailableError
-from utils.infrastructure.sqlite_storage import SQLiteStorage, default_path
+from utils.infrastructure.backends.sqlite_storage import SQLiteStorage, default_path
+from utils.infrastructure.contract.errors import StorageConfigurationError, StorageUnavailableError
 
 WORKER = """
 import json, sys
-from utils.infrastructure.sqlite_storage import SQLiteStorage
+from utils.infrastructure.backends.sqlite_storage import SQLiteStorage
 path, name, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 storage = SQLiteStorage(path)
 for i in range(count):

@@ -29,7 +29,7 @@ from tests.support.local_supabase import LocalSupabase
 from tests.support.postgres_server import PASSWORD
 from tests.test_security import CALLS
 from tests.test_supabase_project import EXPECTED, _every_operation
-from utils.infrastructure.supabase_storage import SupabaseStorage
+from utils.infrastructure.backends.supabase_storage import SupabaseStorage
 
 CLI_VERSION = "2.117.0"
 #: Where .ci/run installs the CLI.

@@ -18,8 +18,12 @@ from tests.support.environment import clean_environ
 from tests.support.local_supabase import LocalSupabase
 from tests.support.postgres_server import PASSWORD
 from tests.test_supabase_storage import _row, _row_count
-from utils.infrastructure.errors import StoragePermissionError, StorageSchemaError, StorageUnavailableError
-from utils.infrastructure.supabase_storage import SupabaseStorage
+from utils.infrastructure.backends.supabase_storage import SupabaseStorage
+from utils.infrastructure.contract.errors import (
+    StoragePermissionError,
+    StorageSchemaError,
+    StorageUnavailableError,
+)
 
 SERVICE_KEYS = ["secret_key", "service_role_key"]
 
@@ -121,7 +125,7 @@ def test_a_fresh_project_set_up_from_the_sql_command_works_for_both_service_keys
                 pytest.raises(StorageSchemaError, match="conversation-storage migrate"):
             storage.health()
         schema = subprocess.run(
-            [sys.executable, "-m", "utils.infrastructure.cli", "sql"], capture_output=True, text=True, check=True
+            [sys.executable, "-m", "utils.infrastructure.operations.cli", "sql"], capture_output=True, text=True, check=True
         ).stdout
         with project.connect_as_owner() as owner:
             owner.execute(schema)
@@ -140,7 +144,7 @@ def test_a_fresh_project_set_up_from_the_sql_command_works_for_both_service_keys
 def test_the_async_client_names_keys_and_classifies_edge_failures_the_same_way(supabase_project):
     import asyncio
 
-    from utils.infrastructure.supabase_storage import AsyncSupabaseStorage
+    from utils.infrastructure.backends.supabase_storage import AsyncSupabaseStorage
 
     async def scenario() -> None:
         with pytest.raises(StoragePermissionError, match="publishable key"):
@@ -163,8 +167,8 @@ def test_the_async_client_names_keys_and_classifies_edge_failures_the_same_way(s
 def test_an_exhausted_api_pool_is_unavailable_and_failover_spools_through_it(supabase_project, tmp_path):
     """PostgREST's pool timeout (504 PGRST003): one connection, held by a write waiting on a row lock."""
     from tests.support.held_api import connection_held_on_a_row_lock, one_connection_api
-    from utils.infrastructure.failover_storage import DEGRADED, FailoverStorage
-    from utils.infrastructure.spool import Spool
+    from utils.infrastructure.failover.failover_storage import DEGRADED, FailoverStorage
+    from utils.infrastructure.failover.spool import Spool
 
     gateway = one_connection_api(supabase_project, pool_timeout=0.3).start()
     primary = SupabaseStorage(gateway.url, supabase_project.secret_key)
@@ -188,7 +192,7 @@ def test_an_exhausted_api_pool_is_unavailable_and_failover_spools_through_it(sup
 
 def test_migrate_leaves_its_record_of_applied_files_to_the_owner_alone():
     """On Supabase the schema's default privileges give every new table to anon and authenticated."""
-    from utils.infrastructure.migrations import migrate
+    from utils.infrastructure.operations.migrations import migrate
 
     project = LocalSupabase(apply_schema=False)
     try:
@@ -244,14 +248,14 @@ def _doctor_checks(project: LocalSupabase, tmp_path) -> dict[str, dict]:
     env = clean_environ()
     env.update({"CONVERSATION_STORAGE_BACKEND": "supabase", "SUPABASE_URL": project.url,
                 "SUPABASE_KEY": project.secret_key, "CONVERSATION_SPOOL_PATH": str(tmp_path / "spool.sqlite3")})
-    result = subprocess.run([sys.executable, "-m", "utils.infrastructure.cli", "--json", "doctor"],
+    result = subprocess.run([sys.executable, "-m", "utils.infrastructure.operations.cli", "--json", "doctor"],
                             cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
     return {c["check"]: c for c in json.loads(result.stdout)["checks"]}
 
 
 def test_migrate_leaves_pg_cron_to_the_owner_though_postgres_could_enable_it(tmp_path):
     """On a project that has not enabled pg_cron, migrate as ``postgres`` schedules nothing and enables nothing."""
-    from utils.infrastructure.migrations import migrate
+    from utils.infrastructure.operations.migrations import migrate
 
     project = LocalSupabase(apply_schema=False, pg_cron_enabled=False)
     dsn = project.server.dsn_for(project.dbname, user="postgres", password=PASSWORD)

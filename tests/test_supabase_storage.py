@@ -15,9 +15,9 @@ from tests.support.documents import conversation_document, next_turn
 from tests.support.postgres_server import free_port
 from tests.support.rows import thread_row
 from tests.support.waiting import wait_until
-from utils.infrastructure.errors import StorageUnavailableError
-from utils.infrastructure.json_envelope import MARKER, to_stored
-from utils.infrastructure.supabase_storage import SupabaseStorage
+from utils.infrastructure.backends.supabase_storage import SupabaseStorage
+from utils.infrastructure.contract.errors import StorageUnavailableError
+from utils.infrastructure.contract.json_envelope import MARKER, to_stored
 
 
 @pytest.fixture
@@ -195,7 +195,7 @@ def test_concurrent_cleanups_share_the_backlog(storage, supabase_project):
 
 
 def test_an_unusable_url_is_a_configuration_error():
-    from utils.infrastructure.errors import StorageConfigurationError
+    from utils.infrastructure.contract.errors import StorageConfigurationError
 
     with pytest.raises(StorageConfigurationError, match="SUPABASE_URL"):
         SupabaseStorage("db.example.com:5432", "key")

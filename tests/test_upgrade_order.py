@@ -21,12 +21,12 @@ import pytest
 from tests.support.database import PROJECT_ROOT, apply_sql, sql_files
 from tests.support.local_supabase import LocalSupabase
 from tests.support.postgres_server import PASSWORD
-from utils.infrastructure.backend_factory import create_storage
-from utils.infrastructure.failover_storage import FailoverStorage
-from utils.infrastructure.near_cache import NearCache
-from utils.infrastructure.postgres_storage import AsyncPostgresStorage
-from utils.infrastructure.settings import load_settings
-from utils.infrastructure.supabase_storage import SupabaseStorage
+from utils.infrastructure.backends.postgres_storage import AsyncPostgresStorage
+from utils.infrastructure.backends.supabase_storage import SupabaseStorage
+from utils.infrastructure.failover.failover_storage import FailoverStorage
+from utils.infrastructure.operations.backend_factory import create_storage
+from utils.infrastructure.operations.settings import load_settings
+from utils.infrastructure.remote.near_cache import NearCache
 
 #: The last commit at schema version 9, before sql/015 made versions random.
 PREVIOUS = "c6e9a80"

@@ -13,9 +13,9 @@ import json
 import psycopg
 import pytest
 
-from utils.infrastructure.errors import StorageTypeError, StorageValueError
-from utils.infrastructure.json_envelope import MARKER, from_stored, to_stored
-from utils.infrastructure.validation import DEFAULT_MAX_VALUE_BYTES, check_value
+from utils.infrastructure.contract.errors import StorageTypeError, StorageValueError
+from utils.infrastructure.contract.json_envelope import MARKER, from_stored, to_stored
+from utils.infrastructure.contract.validation import DEFAULT_MAX_VALUE_BYTES, check_value
 
 ACCEPTED = [
     "{}",

@@ -26,7 +26,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.support.documents import document_of_size
-from utils.infrastructure.memory_storage import InMemoryStorage
+from utils.infrastructure.backends.memory_storage import InMemoryStorage
 
 logger = logging.getLogger("baseline")
 

@@ -35,8 +35,8 @@ from psycopg.conninfo import make_conninfo
 from scripts.benchmarks.network_proxy import PROFILES, ShapingProxy
 from scripts.benchmarks.stack import Stack
 from tests.support.documents import conversation_document
-from utils.infrastructure.postgres_storage import PostgresStorage
-from utils.infrastructure.supabase_storage import SupabaseStorage
+from utils.infrastructure.backends.postgres_storage import PostgresStorage
+from utils.infrastructure.backends.supabase_storage import SupabaseStorage
 
 TTL = 3 * 3600  # pal's CONVERSATION_TIMEOUT_HOURS
 CHARS_PER_TURN = 5300  # about 5.5 KB per turn once wrapped, as in pal's threads: 50 turns ≈ 276 KB

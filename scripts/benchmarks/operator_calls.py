@@ -31,9 +31,9 @@ from tests.support.database import SQL_DIR, apply_sql
 from tests.support.documents import document_of_size
 from tests.support.local_supabase import LocalSupabase
 from tests.support.postgres_server import PASSWORD
-from utils.infrastructure.errors import StorageError
-from utils.infrastructure.postgres_storage import PostgresStorage
-from utils.infrastructure.supabase_storage import SupabaseStorage
+from utils.infrastructure.backends.postgres_storage import PostgresStorage
+from utils.infrastructure.backends.supabase_storage import SupabaseStorage
+from utils.infrastructure.contract.errors import StorageError
 
 HEAVY_USER = "user-heavy"
 TYPICAL_USER = "user-1500"

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from scripts.benchmarks.measure import time_calls
 from tests.support.documents import document_of_size
-from utils.infrastructure.postgres_storage import PostgresStorage
+from utils.infrastructure.backends.postgres_storage import PostgresStorage
 
 RAW_SELECT = ("select conversation_data::text from public.conversation_threads"
               " where thread_id = %s and expires_at > now()")

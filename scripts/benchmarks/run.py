@@ -37,11 +37,11 @@ from scripts.benchmarks.postgres_path import RAW_SELECT, RAW_UPSERT
 from scripts.benchmarks.report import print_table, write_chart, write_markdown
 from scripts.benchmarks.stack import Stack
 from tests.support.documents import document_of_size
-from utils.infrastructure.cleanup import cleanup_until_done
-from utils.infrastructure.memory_storage import InMemoryStorage
-from utils.infrastructure.postgres_storage import PostgresStorage
-from utils.infrastructure.sqlite_storage import SQLiteStorage
-from utils.infrastructure.supabase_storage import SupabaseStorage
+from utils.infrastructure.backends.memory_storage import InMemoryStorage
+from utils.infrastructure.backends.postgres_storage import PostgresStorage
+from utils.infrastructure.backends.sqlite_storage import SQLiteStorage
+from utils.infrastructure.backends.supabase_storage import SupabaseStorage
+from utils.infrastructure.operations.cleanup import cleanup_until_done
 
 SIZES = {"5KB": 5_000, "50KB": 50_000, "250KB": 250_000, "2MB": 2_000_000}
 

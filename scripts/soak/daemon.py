@@ -100,7 +100,7 @@ def _perform(storage, ledger: Ledger, step: Plan, seq: int, name: str) -> None:
 
 
 def daemon(config: dict) -> None:
-    from utils.infrastructure.failover_storage import FailoverStorage
+    from utils.infrastructure.failover.failover_storage import FailoverStorage
     from utils.infrastructure.storage_backend import get_storage
 
     signal.signal(signal.SIGTERM, _stop)

@@ -21,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from utils.infrastructure.errors import StorageError
-from utils.infrastructure.settings import load_settings
+from utils.infrastructure.contract.errors import StorageError
+from utils.infrastructure.operations.settings import load_settings
 from utils.infrastructure.storage_backend import create_storage
 
 EXPIRY_SECONDS = 5

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from utils.infrastructure.settings import OWN_VARIABLES
+from utils.infrastructure.operations.settings import OWN_VARIABLES
 
 #: Every variable of the library's own namespace too (CONVERSATION_SQL_DIR, read by migrate).
 OWN_PREFIX = "CONVERSATION_"

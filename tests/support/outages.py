@@ -9,8 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tests.support.postgres_server import PASSWORD, PostgresServer
-from utils.infrastructure.postgres_storage import PostgresStorage
-from utils.infrastructure.supabase_storage import SupabaseStorage
+from utils.infrastructure.backends.postgres_storage import PostgresStorage
+from utils.infrastructure.backends.supabase_storage import SupabaseStorage
 
 
 class PostgresStore:

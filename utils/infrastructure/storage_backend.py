@@ -22,11 +22,12 @@ import asyncio
 import threading
 from typing import TYPE_CHECKING
 
-from .async_adapters import AsyncFailoverStorage, AsyncInMemoryStorage, AsyncSQLiteStorage
-from .async_base_storage import AsyncThreadStorage
-from .backend_factory import create_async_storage, create_storage
-from .base_storage import ThreadStorage
-from .errors import (
+from .backends.async_adapters import AsyncFailoverStorage, AsyncInMemoryStorage, AsyncSQLiteStorage
+from .backends.memory_storage import InMemoryStorage
+from .backends.sqlite_storage import SQLiteStorage
+from .contract.async_base_storage import AsyncThreadStorage
+from .contract.base_storage import ThreadStorage
+from .contract.errors import (
     StorageClosedError,
     StorageConfigurationError,
     StorageConflictError,
@@ -37,14 +38,13 @@ from .errors import (
     StorageUnavailableError,
     StorageValueError,
 )
-from .failover_storage import FailoverStorage
-from .memory_storage import InMemoryStorage
-from .settings import Settings, load_settings
-from .sqlite_storage import SQLiteStorage
+from .failover.failover_storage import FailoverStorage
+from .operations.backend_factory import create_async_storage, create_storage
+from .operations.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from .postgres_storage import AsyncPostgresStorage, PostgresStorage
-    from .supabase_storage import AsyncSupabaseStorage, SupabaseStorage
+    from .backends.postgres_storage import AsyncPostgresStorage, PostgresStorage
+    from .backends.supabase_storage import AsyncSupabaseStorage, SupabaseStorage
 
 __all__ = [
     "AsyncFailoverStorage",
@@ -143,10 +143,10 @@ def _loop_lock() -> asyncio.Lock:
 
 
 LAZY_NAMES = {
-    "SupabaseStorage": "supabase_storage",
-    "AsyncSupabaseStorage": "supabase_storage",
-    "PostgresStorage": "postgres_storage",
-    "AsyncPostgresStorage": "postgres_storage",
+    "SupabaseStorage": "backends.supabase_storage",
+    "AsyncSupabaseStorage": "backends.supabase_storage",
+    "PostgresStorage": "backends.postgres_storage",
+    "AsyncPostgresStorage": "backends.postgres_storage",
 }
 
 

@@ -19,7 +19,7 @@ import hashlib
 import json
 import re
 
-from .json_envelope import note_json
+from ..contract.json_envelope import note_json
 
 _NUMBER = re.compile(r"(-?)([0-9]+)(?:\.([0-9]+))?(?:[eE]([-+]?[0-9]+))?")
 # parse_float leaves a placeholder string, replaced after encoding: the

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import StorageConfigurationError, StorageError
+from ..contract.errors import StorageConfigurationError, StorageError
 
 if TYPE_CHECKING:
     import psycopg  # imported where used at run time: the postgres extra is optional
@@ -87,8 +87,8 @@ def default_sql_dir() -> Path:
     configured = os.environ.get("CONVERSATION_SQL_DIR")
     if configured:
         return Path(configured)
-    shipped = Path(__file__).resolve().parent / "sql"
-    return shipped if shipped.is_dir() else Path(__file__).resolve().parents[2] / "sql"
+    shipped = Path(__file__).resolve().parents[1] / "sql"
+    return shipped if shipped.is_dir() else Path(__file__).resolve().parents[3] / "sql"
 
 
 def sql_files(directory: Path | None = None) -> list[SqlFile]:

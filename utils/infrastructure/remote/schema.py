@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import StoragePermissionError, StorageSchemaError
+from ..contract.errors import StoragePermissionError, StorageSchemaError
 
 #: The schema version of this library's sql/; storage_health() reports the installed one.
 SCHEMA_VERSION = 10

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .base_storage import USER_ERASE_BATCH
-from .errors import StorageSchemaError
-from .json_envelope import from_stored, to_stored
+from ..contract.base_storage import USER_ERASE_BATCH
+from ..contract.errors import StorageSchemaError
+from ..contract.json_envelope import from_stored, to_stored
+from ..contract.thread_info import ThreadInfo
 from .schema import check_health
-from .spool import SpooledWrite
-from .thread_info import ThreadInfo
+
+if TYPE_CHECKING:
+    # Only named: the failover layer hands its spooled writes to replay().
+    from ..failover.spool import SpooledWrite
 
 
 class Call(NamedTuple):

@@ -28,10 +28,10 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
+from ..contract.errors import StorageConfigurationError, StoragePermissionError, StorageUnavailableError
+from ..remote.near_cache import NearCache
+from ..remote.remote_calls import AsyncRemoteFunctionStorage, RemoteFunctionStorage
 from .call_deadline import CallDeadlines
-from .errors import StorageConfigurationError, StoragePermissionError, StorageUnavailableError
-from .near_cache import NearCache
-from .remote_calls import AsyncRemoteFunctionStorage, RemoteFunctionStorage
 from .sql_errors import error_for_code
 
 #: Ports of transaction-mode poolers: Supabase's (Supavisor) and PgBouncer's default.

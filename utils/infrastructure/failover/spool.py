@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .errors import StorageUnavailableError
+from ..contract.errors import StorageUnavailableError
 
 _T = TypeVar("_T")
 #: For :meth:`Spool._run`: where no file exists, create it.

@@ -14,7 +14,7 @@ import binascii
 import json
 from dataclasses import dataclass
 
-from .errors import StoragePermissionError
+from ..contract.errors import StoragePermissionError
 
 SECRET_PREFIX = "sb_secret_"
 PUBLISHABLE_PREFIX = "sb_publishable_"

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 from dotenv import dotenv_values, find_dotenv
 
-from .errors import StorageConfigurationError
-from .supabase_keys import describe_key
-from .validation import DEFAULT_MAX_VALUE_BYTES
+from ..backends.supabase_keys import describe_key
+from ..contract.errors import StorageConfigurationError
+from ..contract.validation import DEFAULT_MAX_VALUE_BYTES
 
 BACKENDS = ("memory", "supabase", "postgres", "sqlite")
 POOLER_MODES = ("auto", "true", "false")

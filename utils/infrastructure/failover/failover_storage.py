@@ -40,9 +40,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from .errors import StorageError, StorageUnavailableError
-from .remote_calls import RemoteFunctionStorage, set_if_version_call, unix_time
-from .schema import REPLAY_ORDERING_SCHEMA_VERSION
+from ..contract.errors import StorageError, StorageUnavailableError
+from ..remote.remote_calls import RemoteFunctionStorage, set_if_version_call, unix_time
+from ..remote.schema import REPLAY_ORDERING_SCHEMA_VERSION
 from .server_clock import ServerClock
 from .spool import Spool, SpooledWrite, SpoolError
 

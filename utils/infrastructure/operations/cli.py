@@ -14,16 +14,16 @@ import sys
 from collections.abc import Callable
 from typing import Any, cast
 
-from .backend_factory import OpenedStorage, create_storage
-from .base_storage import ThreadStorage
-from .cleanup import DEFAULT_BATCH_SIZE, cleanup_until_done
-from .errors import (
+from ..contract.base_storage import ThreadStorage
+from ..contract.errors import (
     StorageConfigurationError,
     StorageError,
     StoragePermissionError,
     StorageSchemaError,
     StorageUnavailableError,
 )
+from .backend_factory import OpenedStorage, create_storage
+from .cleanup import DEFAULT_BATCH_SIZE, cleanup_until_done
 from .settings import BACKENDS, Settings, load_settings
 
 OK, STORAGE_ERROR, CONFIG_ERROR, NOT_FOUND, DOCTOR_FAILED = 0, 1, 2, 3, 4
@@ -243,7 +243,7 @@ def _diagnose(check: Callable[..., None]) -> None:
 
 def _diagnose_key(key: str, check: Callable[..., None]) -> bool:
     """Check the kind of SUPABASE_KEY; False when it cannot work at all."""
-    from .supabase_keys import describe_key, legacy_key_advice, require_service_key
+    from ..backends.supabase_keys import describe_key, legacy_key_advice, require_service_key
 
     kind = describe_key(key)
     try:
@@ -291,7 +291,7 @@ def _diagnose_spool(settings: Settings, check: Callable[..., None]) -> None:
         return
     from pathlib import Path
 
-    from .spool import Spool, SpoolError
+    from ..failover.spool import Spool, SpoolError
 
     path = Path(settings.spool_path) if settings.spool_path else default_spool_path(settings.backend)
     if not path.exists():

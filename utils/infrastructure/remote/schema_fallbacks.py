@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from typing import Any, NamedTuple
 
-from .errors import StorageSchemaError
+from ..contract.errors import StorageSchemaError
 from .function_calls import Call
 
 logger = logging.getLogger("conversation_storage")

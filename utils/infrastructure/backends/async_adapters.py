@@ -12,13 +12,13 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .async_base_storage import AsyncThreadStorage
-from .base_storage import ThreadStorage
+from ..contract.async_base_storage import AsyncThreadStorage
+from ..contract.base_storage import ThreadStorage
 from .memory_storage import InMemoryStorage
 from .sqlite_storage import SQLiteStorage
 
 if TYPE_CHECKING:
-    from .remote_calls import RemoteFunctionStorage
+    from ..remote.remote_calls import RemoteFunctionStorage
 
 
 class _AsyncAdapter(AsyncThreadStorage):

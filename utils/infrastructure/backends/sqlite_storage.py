@@ -20,9 +20,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .base_storage import USER_ERASE_BATCH, ThreadStorage
-from .errors import StorageConfigurationError, StorageError, StorageUnavailableError
-from .thread_info import ThreadInfo, from_unix
+from ..contract.base_storage import USER_ERASE_BATCH, ThreadStorage
+from ..contract.errors import StorageConfigurationError, StorageError, StorageUnavailableError
+from ..contract.thread_info import ThreadInfo, from_unix
 
 SCHEMA_VERSION = 2
 SYNCHRONOUS_MODES = ("full", "normal", "extra")

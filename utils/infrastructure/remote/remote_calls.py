@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import time
 from abc import abstractmethod
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .async_base_storage import AsyncThreadStorage
-from .base_storage import USER_ERASE_BATCH, ThreadStorage
-from .errors import StorageSchemaError, StorageUnavailableError, StorageValueError
+from ..contract.async_base_storage import AsyncThreadStorage
+from ..contract.base_storage import USER_ERASE_BATCH, ThreadStorage
+from ..contract.errors import StorageSchemaError, StorageUnavailableError, StorageValueError
+from ..contract.thread_info import ThreadInfo
 from .function_calls import (  # noqa: F401 - also this module's names for the failover layer and tests
     HEALTH_CALL,
     STATS_CALL,
@@ -32,8 +33,10 @@ from .function_calls import (  # noqa: F401 - also this module's names for the f
 from .near_cache import NearCache
 from .near_cache_calls import PlannedRead, PlannedWrite, near_cache_of, patch_refused, remember_written
 from .schema_fallbacks import instead_of, near_cache_unsupported, warn_near_cache_off
-from .spool import SpooledWrite
-from .thread_info import ThreadInfo
+
+if TYPE_CHECKING:
+    # Only named: the failover layer hands its spooled writes to replay().
+    from ..failover.spool import SpooledWrite
 
 
 class RemoteFunctionStorage(ThreadStorage):

@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Any, NamedTuple
 
+from ..contract.errors import StorageSchemaError, StorageValueError
 from . import json_delta, jsonb_text
-from .errors import StorageSchemaError, StorageValueError
 from .function_calls import Call, _document_or_none, _unchanged, patch_call
 from .near_cache import Held, NearCache
 

@@ -17,9 +17,9 @@ import httpx
 from postgrest.exceptions import APIError
 from supabase import AsyncClientOptions, ClientOptions, acreate_client, create_client
 
-from .errors import StorageConfigurationError, StorageUnavailableError
-from .near_cache import NearCache
-from .remote_calls import AsyncRemoteFunctionStorage, RemoteFunctionStorage
+from ..contract.errors import StorageConfigurationError, StorageUnavailableError
+from ..remote.near_cache import NearCache
+from ..remote.remote_calls import AsyncRemoteFunctionStorage, RemoteFunctionStorage
 from .sql_errors import error_for_code, error_for_status
 from .supabase_keys import legacy_key_advice, require_service_key
 

@@ -8,8 +8,8 @@ import threading
 import time
 from typing import Any, NamedTuple
 
-from .base_storage import ThreadStorage
-from .thread_info import ThreadInfo, from_unix
+from ..contract.base_storage import ThreadStorage
+from ..contract.thread_info import ThreadInfo, from_unix
 
 logger = logging.getLogger("conversation_storage.memory")
 

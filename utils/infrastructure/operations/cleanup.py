@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .base_storage import ThreadStorage
+from ..contract.base_storage import ThreadStorage
 
 DEFAULT_BATCH_SIZE = 1000
 

@@ -7,14 +7,14 @@ arrived, and the message says how to fix it.
 
 from __future__ import annotations
 
-from .errors import (
+from ..contract.errors import (
     StorageError,
     StoragePermissionError,
     StorageSchemaError,
     StorageUnavailableError,
     StorageValueError,
 )
-from .schema import SCHEMA_VERSION
+from ..remote.schema import SCHEMA_VERSION
 
 _PERMISSION_CODES = {"42501", "401", "403", "PGRST300", "PGRST301", "PGRST302", "PGRST303"}
 _SCHEMA_CODES = {"PGRST202", "PGRST203", "PGRST205", "42883", "42P01", "404"}

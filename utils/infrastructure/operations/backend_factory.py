@@ -9,16 +9,16 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias, cast
 
-from .async_adapters import AsyncFailoverStorage, AsyncInMemoryStorage, AsyncSQLiteStorage
-from .async_base_storage import AsyncThreadStorage
-from .base_storage import ThreadStorage
-from .errors import StorageConfigurationError, StorageError, StorageUnavailableError
-from .memory_storage import InMemoryStorage
+from ..backends.async_adapters import AsyncFailoverStorage, AsyncInMemoryStorage, AsyncSQLiteStorage
+from ..backends.memory_storage import InMemoryStorage
+from ..contract.async_base_storage import AsyncThreadStorage
+from ..contract.base_storage import ThreadStorage
+from ..contract.errors import StorageConfigurationError, StorageError, StorageUnavailableError
 from .settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from .remote_calls import AsyncRemoteFunctionStorage, RemoteFunctionStorage
-    from .sqlite_storage import SQLiteStorage
+    from ..backends.sqlite_storage import SQLiteStorage
+    from ..remote.remote_calls import AsyncRemoteFunctionStorage, RemoteFunctionStorage
 
 #: What the openers give: a backend with a store of its own, so one that reports its health.
 OpenedStorage: TypeAlias = "SQLiteStorage | RemoteFunctionStorage"
@@ -96,8 +96,8 @@ def default_spool_path(backend: str) -> Path:
 
 
 def _with_failover(settings: Settings, primary, unavailable: StorageUnavailableError | None) -> ThreadStorage:
-    from .failover_storage import FailoverStorage
-    from .spool import Spool, SpoolError
+    from ..failover.failover_storage import FailoverStorage
+    from ..failover.spool import Spool, SpoolError
 
     path = settings.spool_path or default_spool_path(settings.backend)
     try:
@@ -199,35 +199,35 @@ def _sqlite_args(settings: Settings) -> tuple[tuple, dict]:
 
 
 def _open_supabase(settings: Settings) -> OpenedStorage:
-    from .supabase_storage import SupabaseStorage  # the client is slow to import: only when used
+    from ..backends.supabase_storage import SupabaseStorage  # the client is slow to import: only when used
 
     args, kwargs = _supabase_args(settings)
     return SupabaseStorage(*args, **kwargs)
 
 
 def _open_postgres(settings: Settings) -> OpenedStorage:
-    from .postgres_storage import PostgresStorage
+    from ..backends.postgres_storage import PostgresStorage
 
     args, kwargs = _postgres_args(settings)
     return PostgresStorage(*args, **kwargs)
 
 
 def _open_sqlite(settings: Settings) -> OpenedStorage:
-    from .sqlite_storage import SQLiteStorage
+    from ..backends.sqlite_storage import SQLiteStorage
 
     args, kwargs = _sqlite_args(settings)
     return SQLiteStorage(*args, **kwargs)
 
 
 async def _open_async_supabase(settings: Settings) -> AsyncOpenedStorage:
-    from .supabase_storage import AsyncSupabaseStorage
+    from ..backends.supabase_storage import AsyncSupabaseStorage
 
     args, kwargs = _supabase_args(settings)
     return await AsyncSupabaseStorage.create(*args, **kwargs)
 
 
 async def _open_async_postgres(settings: Settings) -> AsyncOpenedStorage:
-    from .postgres_storage import AsyncPostgresStorage
+    from ..backends.postgres_storage import AsyncPostgresStorage
 
     args, kwargs = _postgres_args(settings)
     return await AsyncPostgresStorage.create(*args, **kwargs)

@@ -38,7 +38,7 @@ import json
 
 import orjson
 
-from .json_envelope import to_stored
+from ..contract.json_envelope import to_stored
 
 __all__ = ["Number", "diff", "loads"]
 
