@@ -11,6 +11,7 @@ from tests.support.local_supabase import make_key
 
 # Every function of sql/, with arguments that would succeed for service_role.
 CALLS = [
+    ("thread_set", {"p_thread_id": "thread:target", "p_data": '{"overwritten": true}', "p_ttl_seconds": 60}),
     ("thread_get", {"p_thread_id": "thread:target"}),
     ("thread_delete", {"p_thread_id": "thread:target"}),
     ("cleanup_expired_threads", {"p_batch_size": 1000}),

@@ -7,7 +7,7 @@ import pytest
 from tests.support.database import apply_sql
 
 FUNCTIONS = [
-    "thread_get", "thread_delete", "cleanup_expired_threads", "storage_health",
+    "thread_set", "thread_set_before", "thread_get", "thread_delete", "cleanup_expired_threads", "storage_health",
     "thread_list", "thread_touch", "delete_user_threads", "delete_user_threads_batch", "thread_stats",
     "thread_fill_sizes", "thread_get_versioned", "thread_set_if_version",
     "conversation_storage_schema_version", "thread_replay", "conversation_storage_bury",
@@ -43,7 +43,7 @@ def test_files_apply_twice_on_a_supabase_database(supabase_db):
     public = supabase_db.execute(
         "select p.proname from pg_proc p join pg_namespace n on n.oid = p.pronamespace where n.nspname = 'public'"
     ).fetchall()
-    # Nothing else: the pre-release files' thread_set, thread_set_before and replay functions are gone.
+    # Nothing else: the pre-release files' thread_replay_set and thread_replay_delete are gone.
     assert sorted(name for (name,) in public) == sorted([*FUNCTIONS, DEFINER, "conversation_storage_restrict"])
 
 
@@ -56,7 +56,7 @@ def test_files_apply_twice_on_plain_postgres_without_supabase_roles(postgres_ser
         assert conn.execute("select count(*) from pg_roles where rolname = 'service_role'").fetchone()[0] == 0
         apply_sql(conn)
         apply_sql(conn)
-        conn.execute("select public.thread_put('thread:plain', '{\"ok\": true}', 60)")
+        conn.execute("select public.thread_set('thread:plain', '{\"ok\": true}', 60)")
         assert conn.execute("select public.thread_get('thread:plain')").fetchone()[0] == '{"ok": true}'
 
 
@@ -162,12 +162,12 @@ def test_table_refuses_keys_the_client_would_refuse(supabase_db):
 
     for key in ("", "k" * 513):
         with pytest.raises(psycopg.errors.CheckViolation), supabase_db.transaction():
-            supabase_db.execute("select public.thread_put(%s, '{}', 60)", (key,))
+            supabase_db.execute("select public.thread_set(%s, '{}', 60)", (key,))
 
 
 @pytest.mark.parametrize("ttl", [0, -5, None])
-def test_thread_put_refuses_a_non_positive_ttl(supabase_db, ttl):
+def test_thread_set_refuses_a_non_positive_ttl(supabase_db, ttl):
     import psycopg
 
     with pytest.raises(psycopg.errors.InvalidParameterValue), supabase_db.transaction():
-        supabase_db.execute("select public.thread_put('thread:ttl', '{}', %s)", (ttl,))
+        supabase_db.execute("select public.thread_set('thread:ttl', '{}', %s)", (ttl,))

@@ -145,6 +145,78 @@ as $$
     );
 $$;
 
+-- Store (insert or replace) a thread, answering its expiry: thread_put
+-- (20_near_cache) without the version. The library calls thread_set and
+-- thread_set_before only where thread_put is missing: on a schema older than
+-- version 10, or through a PostgREST whose schema cache predates it (after
+-- `migrate`, until PostgREST reloads), so that such a daemon keeps storing.
+create or replace function public.thread_set(
+    p_thread_id   text,
+    p_data        text,
+    p_ttl_seconds integer,
+    p_user_id     text  default null,
+    p_metadata    jsonb default null
+)
+returns timestamptz
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+declare
+    v_expires_at timestamptz;
+begin
+    if p_ttl_seconds is null or p_ttl_seconds <= 0 then
+        raise exception 'ttl_seconds must be a positive integer, got %', p_ttl_seconds
+            using errcode = '22023';
+    end if;
+    if p_metadata is not null and jsonb_typeof(p_metadata) <> 'object' then
+        raise exception 'metadata must be a JSON object' using errcode = '22023';
+    end if;
+
+    insert into public.conversation_threads as t
+        (thread_id, user_id, conversation_data, size_bytes, expires_at, metadata)
+    values
+        (p_thread_id, p_user_id, p_data::jsonb, pg_catalog.octet_length(p_data),
+         now() + make_interval(secs => p_ttl_seconds), coalesce(p_metadata, '{}'::jsonb))
+    on conflict (thread_id) do update set
+        conversation_data = excluded.conversation_data,
+        size_bytes        = excluded.size_bytes,
+        expires_at        = excluded.expires_at,
+        accessed_at       = now(),
+        updated_at        = now(),
+        version           = t.version + 1,
+        created_at  = case when t.expires_at > now() then t.created_at else now() end,
+        user_id     = case when t.expires_at > now()
+                           then coalesce(p_user_id, t.user_id) else p_user_id end,
+        metadata    = case when t.expires_at > now()
+                           then coalesce(p_metadata, t.metadata) else excluded.metadata end
+    returning t.expires_at into v_expires_at;
+
+    return v_expires_at;
+end;
+$$;
+
+create or replace function public.thread_set_before(
+    p_deadline    timestamptz,
+    p_thread_id   text,
+    p_data        text,
+    p_ttl_seconds integer,
+    p_user_id     text  default null,
+    p_metadata    jsonb default null
+)
+returns timestamptz
+language plpgsql
+volatile
+security invoker
+set search_path = ''
+as $$
+begin
+    perform public.conversation_storage_check_deadline(p_deadline);
+    return public.thread_set(p_thread_id, p_data, p_ttl_seconds, p_user_id, p_metadata);
+end;
+$$;
+
 -- Write only if the thread is still at p_expected_version (0: no live
 -- thread). Returns the new version, or NULL when another writer came first;
 -- update()'s compare-and-set.
@@ -273,6 +345,8 @@ select public.conversation_storage_restrict(f)
       'public.conversation_storage_lock_user(text, boolean)',
       'public.conversation_storage_check_deadline(timestamptz)',
       'public.thread_get(text)',
+      'public.thread_set(text, text, integer, text, jsonb)',
+      'public.thread_set_before(timestamptz, text, text, integer, text, jsonb)',
       'public.thread_get_versioned(text)',
       'public.thread_set_if_version(text, text, integer, bigint, text, jsonb)',
       'public.thread_set_if_version_before(timestamptz, text, text, integer, bigint, text, jsonb)',
