@@ -120,9 +120,11 @@ def test_the_wheel_holds_one_package_of_its_own_and_the_schema(installed):
     venv, _ = installed
     site = next((venv / "lib").glob("python3*/site-packages"))
     assert not (site / "utils").exists(), "the wheel must not claim the daemon's utils package"
-    shipped = sorted(p.relative_to(site / "conversation_storage" / "sql").as_posix()
-                     for p in (site / "conversation_storage" / "sql").glob("**/*.sql"))
-    assert shipped == sorted(p.relative_to(PROJECT_ROOT / "sql").as_posix() for p in (PROJECT_ROOT / "sql").glob("**/*.sql"))
+    def files(sql: Path) -> list[str]:
+        return sorted(p.relative_to(sql).as_posix() for p in sql.glob("**/*.sql"))
+
+    shipped = files(site / "conversation_storage" / "sql")
+    assert shipped == files(PROJECT_ROOT / "sql")
     assert {name.split("/")[0] for name in shipped} == {"versioned", "repeatable"}
 
 

@@ -125,7 +125,7 @@ def _has(conn, function: str) -> bool:
 
 
 def _fill(conn) -> None:
-    """Threads of every kind the layout can hold: live with and without user and metadata, expired, deleted, erased."""
+    """Threads of every kind the layout holds: live with and without user and metadata, expired, deleted, erased."""
     conn.execute("""
         insert into public.conversation_threads (thread_id, user_id, conversation_data, expires_at, metadata)
         values ('thread:plain', null, '{"turns": [1, 2]}', now() + interval '1 hour', '{}'),
@@ -155,7 +155,7 @@ def fresh_catalog(server):
 
 @pytest.mark.parametrize("before", ["002", "006", "010", "013", None],
                          ids=["001", "001-005", "001-009", "001-012", "001-015"])
-def test_a_pre_release_database_is_migrated_to_the_fresh_schema_keeping_its_rows(server, fresh_catalog, before):
+def test_a_pre_release_database_migrates_to_the_fresh_schema_keeping_its_rows(server, fresh_catalog, before):
     name = f"layout_legacy_{before or 'all'}"
     with _database(server, name) as conn:
         for path in legacy_sql_files(before):

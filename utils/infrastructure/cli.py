@@ -220,7 +220,8 @@ def _diagnose(check: Callable[..., None]) -> None:
         return
     except StorageSchemaError as exc:
         check("reachability", True, "the store answered")
-        check("schema version", False, str(exc), "run `conversation-storage migrate`, or apply the output of `conversation-storage sql`")
+        check("schema version", False, str(exc),
+              "run `conversation-storage migrate`, or apply the output of `conversation-storage sql`")
         return
     except StorageError as exc:
         check("reachability", False, str(exc), "see the message above")

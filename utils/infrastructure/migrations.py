@@ -96,7 +96,8 @@ def default_sql_dir() -> Path:
 def sql_files(directory: Path | None = None) -> list[SqlFile]:
     """Every file in apply order: ``versioned/`` by name, then ``repeatable/`` by name."""
     directory = directory or default_sql_dir()
-    files = [SqlFile(path) for kind in (VERSIONED, REPEATABLE) for path in sorted((directory / kind).glob("*.sql"))]
+    files = [SqlFile(path) for kind in (VERSIONED, REPEATABLE)
+             for path in sorted((directory / kind).glob("*.sql"))]
     if not any(f.kind == VERSIONED for f in files):
         raise StorageConfigurationError(
             f"no .sql files in {directory / VERSIONED}: point CONVERSATION_SQL_DIR (or --sql-dir) at the "

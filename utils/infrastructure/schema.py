@@ -14,7 +14,8 @@ SCHEMA_VERSION = 11
 #: make replays safer; version 11 is today's layout (sql/versioned,
 #: sql/repeatable), which dropped the functions no library of 0.1.0 or later calls.
 REQUIRED_SCHEMA_VERSION = 7
-#: Replays ordered against every direct write and erase (the pre-release sql/013); the failover layer warns without it.
+#: Replays ordered against every direct write and erase (the pre-release sql/013);
+#: the failover layer warns without it.
 REPLAY_ORDERING_SCHEMA_VERSION = 9
 
 
