@@ -132,31 +132,25 @@ def test_migrate_dry_run_and_apply(postgres_server):
     name = postgres_server.create_database("cli_migrate")
     env = {"DATABASE_URL": postgres_server.dsn_for(name, password=PASSWORD)}
     dry = json.loads(run(["--json", "migrate", "--dry-run"], env).stdout)
-    assert dry["dry_run"] is True and dry["files"][0].startswith("001_")
+    assert dry["dry_run"] is True and dry["files"][0] == "versioned/001_tables.sql"
     assert json.loads(run(["--json", "migrate"], env).stdout)["files"] == dry["files"]
     again = run(["migrate"], env)
     assert (again.returncode, again.stdout.strip()) == (0, "schema is up to date: nothing to apply")
     assert run(["migrate"], {}).returncode == 2
 
 
-def test_migrate_stores_the_sizes_of_threads_written_before_schema_6(postgres_server, tmp_path):
-    import shutil
-
-    from tests.support.database import sql_files
+def test_migrate_stores_the_sizes_of_threads_written_before_schema_6(postgres_server):
+    from tests.support.database import apply_sql, legacy_sql_files
     from tests.support.postgres_server import PASSWORD
+    from utils.infrastructure.operations.migrations import sql_files
 
-    older = tmp_path / "sql-before-6"
-    older.mkdir()
-    for path in sql_files():
-        if path.name < "009":
-            shutil.copy(path, older)
     name = postgres_server.create_database("cli_upgrade")
     env = {"DATABASE_URL": postgres_server.dsn_for(name, password=PASSWORD)}
-    assert run(["migrate", "--sql-dir", str(older)], env).returncode == 0
     with postgres_server.connect(name) as conn:
+        apply_sql(conn, legacy_sql_files("009"))  # the pre-release files before sizes were stored
         conn.execute("select public.thread_set('thread:' || i, '{\"turn\": 1}', 3600) from generate_series(1, 12) i")
     upgrade = json.loads(run(["--json", "migrate"], env).stdout)
-    assert upgrade["files"] == [path.name for path in sql_files() if path.name >= "009"]
+    assert upgrade["files"] == [f.name for f in sql_files()]
     assert upgrade["sizes_filled"] == 12
     with postgres_server.connect(name) as conn:
         assert conn.execute("select count(*) from public.conversation_threads where size_bytes is null").fetchone()[0] == 0

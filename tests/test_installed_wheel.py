@@ -120,8 +120,12 @@ def test_the_wheel_holds_one_package_of_its_own_and_the_schema(installed):
     venv, _ = installed
     site = next((venv / "lib").glob("python3*/site-packages"))
     assert not (site / "utils").exists(), "the wheel must not claim the daemon's utils package"
-    shipped = sorted(p.name for p in (site / "conversation_storage" / "sql").glob("*.sql"))
-    assert shipped == sorted(p.name for p in (PROJECT_ROOT / "sql").glob("*.sql"))
+    def files(sql: Path) -> list[str]:
+        return sorted(p.relative_to(sql).as_posix() for p in sql.glob("**/*.sql"))
+
+    shipped = files(site / "conversation_storage" / "sql")
+    assert shipped == files(PROJECT_ROOT / "sql")
+    assert {name.split("/")[0] for name in shipped} == {"versioned", "repeatable"}
 
 
 def test_the_wheel_ships_its_type_hints_and_reports_the_distributions_version(installed):
@@ -150,7 +154,8 @@ def test_migrate_and_doctor_on_an_empty_postgres_then_the_daemon_runs_on_it(inst
                       DATABASE_URL=postgres_server.dsn_for(name, password=PASSWORD))
     cli = str(venv / "bin" / "conversation-storage")
     applied = json.loads(_run([cli, "--json", "migrate"], env, daemon))["files"]
-    assert applied == sorted(p.name for p in (PROJECT_ROOT / "sql").glob("*.sql"))
+    assert applied == [f"{kind}/{p.name}" for kind in ("versioned", "repeatable")
+                       for p in sorted((PROJECT_ROOT / "sql" / kind).glob("*.sql"))]
     doctor = json.loads(_run([cli, "--json", "doctor"], env, daemon))
     assert doctor["ok"] is True, doctor
     assert _conversation_across_restarts(venv, daemon, env)["turns"] == _expected_turns()

@@ -26,9 +26,8 @@ from utils.infrastructure.remote.schema import SCHEMA_VERSION
 
 ROWS = 1_000_000
 HEAVY_ROWS = 100_000
-# 009 and the files after it: applying 009 alone would take a newer schema back to version 6.
-FROM_009 = [path for path in sql_files() if path.name >= "009"]
-INDEXES_009 = [f"public.conversation_threads_{name}_idx"
+# The indexes that keep the operator calls fast (sql/versioned/001_tables.sql).
+INDEXES = [f"public.conversation_threads_{name}_idx"
                for name in ("accessed_at", "user_accessed_at", "expires_at_size", "size_unknown")]
 # Live rows as thread_list orders them, and each one's size as the functions report it.
 SIZE = "coalesce(size_bytes, octet_length(conversation_data::text))"
@@ -41,20 +40,20 @@ LISTED = (f"select thread_id, {SIZE} from public.conversation_threads where expi
 def project(local_supabase):
     """The stand-in with a million threads of about 2 KB (enough for 004's functions to time out).
 
-    009's indexes are dropped for the load and rebuilt by applying 009 to the
-    full table, as on a project that upgrades: about twice as fast as
-    maintaining them row by row.
+    The operator calls' indexes are dropped for the load and rebuilt by
+    applying the schema to the full table, as on a project that upgrades:
+    about twice as fast as maintaining them row by row.
     """
     with local_supabase.connect() as admin, local_supabase.connect_as_owner() as owner:
         # The hourly pg_cron cleanup must not change the counts mid-module.
         admin.execute("select cron.alter_job(jobid, active := false) from cron.job"
                       " where jobname = 'cleanup-expired-threads'")
         admin.execute("truncate public.conversation_threads")
-        owner.execute(f"drop index if exists {', '.join(INDEXES_009)}")
+        owner.execute(f"drop index if exists {', '.join(INDEXES)}")
         try:
             populate(admin, ROWS, heavy=HEAVY_ROWS, words=100, random_keys=False, vacuum=False)
         finally:
-            apply_sql(owner, FROM_009)
+            apply_sql(owner, sql_files())
     yield local_supabase
     with local_supabase.connect() as admin:
         admin.execute("truncate public.conversation_threads")
@@ -92,12 +91,12 @@ def test_api_calls_run_under_authenticators_8s_statement_timeout(project, sql):
     assert seen == {"role": "service_role", "timeout": "8s"}
 
 
-def test_applying_009_again_to_the_full_table_changes_nothing(project, sql):
+def test_applying_the_schema_again_to_the_full_table_changes_nothing(project, sql):
     state = ("select indexdef from pg_indexes where tablename = 'conversation_threads'"
              " union all select count(*)::text from public.conversation_threads order by 1")
     before = sql(state)
     with project.connect_as_owner() as owner:
-        apply_sql(owner, FROM_009 + FROM_009)
+        apply_sql(owner, sql_files() + sql_files())
     assert sql(state) == before
     assert sql("select public.conversation_storage_schema_version()") == [(SCHEMA_VERSION,)]
 

@@ -13,13 +13,13 @@ from types import SimpleNamespace
 import psycopg
 import pytest
 
-from tests.support.database import PG_CRON_SETTINGS, PROJECT_ROOT, apply_sql, sql_files
+from tests.support.database import PG_CRON_SETTINGS, PROJECT_ROOT, SQL_DIR, apply_sql
 from tests.support.environment import clean_environ
 from tests.support.postgres_server import PASSWORD, PostgresServer
 from utils.infrastructure.operations.migrations import migrate
 
 JOB = "cleanup-expired-threads"
-SCHEDULE_FILE = "005_cleanup_schedule.sql"
+SCHEDULE_FILE = "repeatable/90_cleanup_schedule.sql"
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def before_enabling(cron_server, tmp_path_factory):
     notices: list[str] = []
     with cron_server.connect() as conn:
         conn.add_notice_handler(lambda diag: notices.append(diag.message_primary))
-        apply_sql(conn, [f for f in sql_files() if f.name == SCHEDULE_FILE])  # pasted into an SQL editor
+        apply_sql(conn, [SQL_DIR / SCHEDULE_FILE])  # pasted into an SQL editor
         enabled = _cron_enabled(conn)
         report = conn.execute("select public.storage_health()").fetchone()[0]
     return SimpleNamespace(migrated=migrated, notices=notices, enabled=enabled, report=report,
@@ -98,7 +98,7 @@ def test_doctor_says_how_to_enable_pg_cron_and_what_to_run_then(before_enabling)
     fix = lines[at + 1]
     assert fix.startswith("      fix: enable pg_cron (Supabase: Dashboard > Database > Extensions > pg_cron, ")
     assert "`create extension pg_cron`" in fix
-    assert "then run `conversation-storage migrate` again or apply sql/005_cleanup_schedule.sql again" in fix
+    assert "then run `conversation-storage migrate` again or apply sql/repeatable/90_cleanup_schedule.sql again" in fix
     assert fix.endswith("or run `conversation-storage cleanup` hourly from system cron")
 
 
@@ -126,8 +126,8 @@ def test_the_job_is_scheduled_hourly(cron_db):
 
 def test_applying_again_updates_instead_of_duplicating(cron_db):
     before = _jobs(cron_db)
-    apply_sql(cron_db, [f for f in sql_files() if f.name.startswith("005")])
-    apply_sql(cron_db, [f for f in sql_files() if f.name.startswith("005")])
+    apply_sql(cron_db, [SQL_DIR / SCHEDULE_FILE])
+    apply_sql(cron_db, [SQL_DIR / SCHEDULE_FILE])
     assert _jobs(cron_db) == before
     assert [name for name, *_ in before].count(JOB) == 1
 

@@ -8,7 +8,7 @@ import time
 import psycopg
 import pytest
 
-from tests.support.database import apply_sql, sql_files
+from tests.support.database import apply_sql, legacy_sql_files
 from tests.support.postgres_server import PASSWORD, PostgresServer, free_port
 from utils.infrastructure.backends.postgres_storage import (
     APPLICATION_NAME,
@@ -150,10 +150,10 @@ def test_a_restarted_server_is_used_again():
 
 
 def test_a_schema_older_than_required_is_a_schema_error_naming_the_fix(postgres_server):
-    # sql/ up to 009 is schema version 6, one below REQUIRED_SCHEMA_VERSION.
+    # The pre-release files up to 009 are schema version 6, one below REQUIRED_SCHEMA_VERSION.
     name = postgres_server.create_database("direct_old_schema")
     with postgres_server.connect(name) as conn:
-        apply_sql(conn, [path for path in sql_files() if path.name < "010"])
+        apply_sql(conn, legacy_sql_files("010"))
         assert conn.execute("select public.conversation_storage_schema_version()").fetchone()[0] < REQUIRED_SCHEMA_VERSION
     with PostgresStorage(postgres_server.dsn_for(name, password=PASSWORD)) as storage, \
             pytest.raises(StorageSchemaError, match=r"version 6, this library needs 7: apply the newer files of sql/"):

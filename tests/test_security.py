@@ -30,6 +30,10 @@ CALLS = [
     ("thread_patch", {"p_thread_id": "thread:target", "p_base_version": 1, "p_patch": "[]", "p_size_bytes": 2,
                       "p_ttl_seconds": 60}),
     ("conversation_storage_apply_patch", {"p_doc": {}, "p_patch": []}),
+    ("thread_set_if_version_before", {"p_deadline": "2999-01-01T00:00:00Z", "p_thread_id": "thread:new",
+                                      "p_data": "{}", "p_ttl_seconds": 60, "p_expected_version": 0}),
+    ("thread_delete_before", {"p_deadline": "2999-01-01T00:00:00Z", "p_thread_id": "thread:target"}),
+    ("thread_replay", {"p_thread_id": "thread:target", "p_op": "delete", "p_written_at": "2999-01-01T00:00:00Z"}),
 ]
 
 BROWSER = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"

@@ -7,12 +7,12 @@ import pytest
 from tests.support.database import apply_sql
 
 FUNCTIONS = [
-    "thread_set", "thread_get", "thread_delete", "cleanup_expired_threads", "storage_health",
-    "thread_list", "thread_touch", "delete_user_threads", "thread_stats",
-    "thread_get_versioned", "thread_set_if_version", "thread_replay_set", "thread_replay_delete",
+    "thread_set", "thread_set_before", "thread_get", "thread_delete", "cleanup_expired_threads", "storage_health",
+    "thread_list", "thread_touch", "delete_user_threads", "delete_user_threads_batch", "thread_stats",
+    "thread_fill_sizes", "thread_get_versioned", "thread_set_if_version",
     "conversation_storage_schema_version", "thread_replay", "conversation_storage_bury",
     "conversation_storage_tombstone_retention", "conversation_storage_record_erasure",
-    "conversation_storage_check_deadline", "thread_set_before", "thread_set_if_version_before",
+    "conversation_storage_check_deadline", "conversation_storage_lock_user", "thread_set_if_version_before",
     "thread_delete_before", "conversation_storage_apply_patch", "conversation_storage_next_version",
     "thread_fetch", "thread_put", "thread_patch",
 ]
@@ -40,6 +40,11 @@ def test_files_apply_twice_on_a_supabase_database(supabase_db):
     apply_sql(supabase_db)
     apply_sql(supabase_db)
     assert sorted(name for name, _ in _function_oids(supabase_db)) == sorted(FUNCTIONS)
+    public = supabase_db.execute(
+        "select p.proname from pg_proc p join pg_namespace n on n.oid = p.pronamespace where n.nspname = 'public'"
+    ).fetchall()
+    # Nothing else: the pre-release files' thread_replay_set and thread_replay_delete are gone.
+    assert sorted(name for (name,) in public) == sorted([*FUNCTIONS, DEFINER, "conversation_storage_restrict"])
 
 
 def test_files_apply_twice_on_plain_postgres_without_supabase_roles(postgres_server):
@@ -144,7 +149,7 @@ def test_indexes_are_the_needed_ones_only(supabase_db):
     assert definitions == sorted([
         "btree (id)",
         "btree (thread_id)",
-        # sql/009: cleanup and thread_stats, sizes not known yet, thread_list's order with and without a user.
+        # cleanup and thread_stats, sizes not known yet, thread_list's order with and without a user.
         "btree (expires_at) INCLUDE (size_bytes)",
         "btree (expires_at) WHERE (size_bytes IS NULL)",
         "btree (accessed_at DESC, thread_id)",

@@ -208,7 +208,7 @@ def test_migrate_leaves_its_record_of_applied_files_to_the_owner_alone():
     finally:
         project.close()
     assert rights == []
-    assert applied == len(list((PROJECT_ROOT / "sql").glob("*.sql")))
+    assert applied == len(list((PROJECT_ROOT / "sql").glob("*/*.sql")))
 
 
 def test_postgres_enables_pg_cron_itself_as_supautils_lets_it():
@@ -274,12 +274,12 @@ def test_migrate_leaves_pg_cron_to_the_owner_though_postgres_could_enable_it(tmp
         after = _doctor_checks(project, tmp_path)["hourly cleanup"]
     finally:
         project.close()
-    assert "005_cleanup_schedule.sql" in first
+    assert "repeatable/90_cleanup_schedule.sql" in first
     assert enabled_by_migrate == 0
     assert (before["status"], before["detail"]) == (
         "WARN", "pg_cron is not enabled in this database: no job deletes expired threads")
     assert "Dashboard > Database > Extensions > pg_cron" in before["fix"]
     assert "as postgres `create extension pg_cron with schema pg_catalog`" in before["fix"]
-    assert again == ["005_cleanup_schedule.sql"]
+    assert again == ["repeatable/90_cleanup_schedule.sql"]
     assert jobs == [("cleanup-expired-threads",), ("purge-cron-job-run-details",)]
     assert (after["status"], after["detail"]) == ("PASS", "pg_cron job cleanup-expired-threads is scheduled")

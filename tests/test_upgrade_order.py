@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.support.database import PROJECT_ROOT, apply_sql, sql_files
+from tests.support.database import PROJECT_ROOT, apply_sql, legacy_sql_files, sql_files
 from tests.support.local_supabase import LocalSupabase
 from tests.support.postgres_server import PASSWORD
 from utils.infrastructure.backends.postgres_storage import AsyncPostgresStorage
@@ -27,6 +27,7 @@ from utils.infrastructure.failover.failover_storage import FailoverStorage
 from utils.infrastructure.operations.backend_factory import create_storage
 from utils.infrastructure.operations.settings import load_settings
 from utils.infrastructure.remote.near_cache import NearCache
+from utils.infrastructure.remote.schema import SCHEMA_VERSION
 
 #: The last commit at schema version 9, before sql/015 made versions random.
 PREVIOUS = "c6e9a80"
@@ -97,8 +98,8 @@ def test_todays_library_keeps_storing_on_the_previous_schema(database, tmp_path,
 
 
 def test_on_schema_version_7_every_operation_finds_a_function(database, tmp_path, caplog):
-    # Files up to sql/010: thread_put, thread_fetch and thread_patch do not exist yet.
-    dsn = database([path for path in sql_files() if path.name < "011"])
+    # The pre-release files up to 010: thread_put, thread_fetch and thread_patch do not exist yet.
+    dsn = database(legacy_sql_files("011"))
     with caplog.at_level(logging.WARNING, logger="conversation_storage"):
         storage = _daemon(dsn, tmp_path)
     try:
@@ -166,7 +167,7 @@ def test_the_previous_library_runs_on_todays_schema(database, tmp_path):
                          capture_output=True, text=True, env={"PYTHONPATH": str(library), "PATH": "/usr/bin:/bin"})
     assert run.returncode == 0, run.stderr
     seen = json.loads(run.stdout)
-    assert seen["health"] == 10
+    assert seen["health"] == SCHEMA_VERSION
     assert seen["held"] == '{"turns": [1, 2]}'
     assert json.loads(seen["edited"]) == {"turns": [1, 2], "edited": True}  # its near cache follows the edit
     assert seen["stored"] == '{"turns": [1, 2, 3]}'  # its patch was refused, not merged into the edit
@@ -180,12 +181,12 @@ def test_functions_newer_than_postgrests_schema_cache_are_not_needed(caplog):
             admin.execute("alter event trigger pgrst_ddl_watch disable")
             admin.execute("alter event trigger pgrst_drop_watch disable")
         with project.connect_as_owner() as owner:
-            apply_sql(owner, [path for path in sql_files() if path.name < "011"])
+            apply_sql(owner, legacy_sql_files("011"))
             owner.execute("notify pgrst, 'reload schema'")  # the schema version 7 the daemons ran on
         with project.connect_as_owner() as owner:
-            apply_sql(owner, [path for path in sql_files() if path.name >= "011"])  # migrate, no reload
+            apply_sql(owner)  # migrate to today's layout, no reload
         with SupabaseStorage(project.url, project.secret_key) as storage:
-            assert storage.health()["schema_version"] == 10
+            assert storage.health()["schema_version"] == SCHEMA_VERSION
             with caplog.at_level(logging.WARNING, logger="conversation_storage"):
                 assert _pal_exchange(storage) == EXCHANGED
             assert storage.near_cache is None
@@ -200,7 +201,7 @@ def test_functions_newer_than_postgrests_schema_cache_are_not_needed(caplog):
 
 
 def test_the_asyncio_face_falls_back_the_same_way(database, caplog):
-    dsn = database([path for path in sql_files() if path.name < "011"])
+    dsn = database(legacy_sql_files("011"))
 
     async def exchange() -> tuple:
         storage = await AsyncPostgresStorage.create(dsn, near_cache=NearCache(patch_min_chars=0))

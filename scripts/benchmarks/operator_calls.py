@@ -3,7 +3,8 @@
 
     python scripts/benchmarks/operator_calls.py               # every file of sql/ applied
     python scripts/benchmarks/operator_calls.py --upgrade-from 009_operator_scale.sql
-        # files before 009 applied, rows built and measured; then 009 applied
+        # the pre-release files before 009 applied (tests/support/legacy_sql), rows built
+        # and measured; then today's sql/ applied
         # (timed, as on a live project) and everything measured again
 
 On Supabase the API runs as service_role, which inherits authenticator's 8 s
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import psycopg
 
-from tests.support.database import SQL_DIR, apply_sql
+from tests.support.database import apply_sql, legacy_sql_files, sql_files
 from tests.support.documents import document_of_size
 from tests.support.local_supabase import LocalSupabase
 from tests.support.postgres_server import PASSWORD
@@ -238,10 +239,10 @@ def main() -> int:
     parser.add_argument("--heavy", type=int, default=100_000, help="threads of the heaviest user")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--upgrade-from", metavar="FILE",
-                        help="apply the files before FILE, measure, then apply the rest and measure again")
+                        help="apply the pre-release files before FILE, measure, then apply today's sql/ and "
+                             "measure again")
     args = parser.parse_args()
-    files = sorted(SQL_DIR.glob("*.sql"))
-    first = [f for f in files if not args.upgrade_from or f.name < args.upgrade_from]
+    first = legacy_sql_files(args.upgrade_from) if args.upgrade_from else sql_files()
     stack = LocalSupabase(durable=True, apply_schema=False)
     try:
         with stack.connect_as_owner() as owner:
@@ -259,11 +260,11 @@ def main() -> int:
         bench.operator_calls()
         bench.hot_paths(documents)
         bench.print(f"sql/ up to {first[-1].name}, {args.rows:,} rows")
-        if len(first) < len(files):
-            upgrade(bench, files[len(first):])
+        if args.upgrade_from:
+            upgrade(bench, sql_files())
             bench.operator_calls()
             bench.hot_paths(documents)
-            bench.print(f"after applying {', '.join(p.name for p in files[len(first):])}")
+            bench.print("after applying today's sql/")
         bench.storage.close()
         bench.admin.close()
     finally:

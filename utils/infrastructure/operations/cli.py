@@ -220,7 +220,8 @@ def _diagnose(check: Callable[..., None]) -> None:
         return
     except StorageSchemaError as exc:
         check("reachability", True, "the store answered")
-        check("schema version", False, str(exc), "run `conversation-storage migrate`, or apply sql/ in order")
+        check("schema version", False, str(exc),
+              "run `conversation-storage migrate`, or apply the output of `conversation-storage sql`")
         return
     except StorageError as exc:
         check("reachability", False, str(exc), "see the message above")
@@ -234,7 +235,7 @@ def _diagnose(check: Callable[..., None]) -> None:
         if "rls_enabled" in report:
             check("row level security", bool(report["rls_enabled"]),
                   "on for conversation_threads" if report["rls_enabled"] else "OFF for conversation_threads",
-                  "apply sql/001_conversation_threads.sql (alter table ... enable row level security)")
+                  "apply sql/versioned/001_tables.sql (alter table ... enable row level security)")
             _diagnose_cleanup_job(report, check)
         else:
             check("hourly cleanup", None, f"{settings.backend} has no scheduler of its own", _SYSTEM_CRON_CLEANUP)
@@ -269,7 +270,7 @@ def _diagnose_cleanup_job(report: dict, check: Callable[..., None]) -> None:
               "pg_cron job cleanup-expired-threads is scheduled" if scheduled
               else "pg_cron is enabled but job cleanup-expired-threads is missing",
               "run `conversation-storage migrate` again (it schedules the job wherever pg_cron is enabled), "
-              "or apply sql/005_cleanup_schedule.sql again")
+              "or apply sql/repeatable/90_cleanup_schedule.sql again")
     elif report.get("pg_cron_installed"):
         check("hourly cleanup", None, "pg_cron is enabled, but whether the job is scheduled cannot be read",
               "run `conversation-storage migrate` as the role that owns pg_cron's jobs (postgres on Supabase), "
@@ -277,7 +278,7 @@ def _diagnose_cleanup_job(report: dict, check: Callable[..., None]) -> None:
     else:
         check("hourly cleanup", None, "pg_cron is not enabled in this database: no job deletes expired threads",
               f"enable pg_cron ({_ENABLE_PG_CRON}), then run `conversation-storage migrate` again or apply "
-              f"sql/005_cleanup_schedule.sql again; or {_SYSTEM_CRON_CLEANUP}")
+              f"sql/repeatable/90_cleanup_schedule.sql again; or {_SYSTEM_CRON_CLEANUP}")
 
 
 def _diagnose_spool(settings: Settings, check: Callable[..., None]) -> None:

@@ -1,14 +1,18 @@
-"""Applying the files of ``sql/`` to a database, each once, in order.
+"""Applying the files of ``sql/`` to a database.
 
-Every applied file is recorded (name and checksum) in
-``public.conversation_storage_migrations``, so a second run does nothing and
-a new file is applied exactly once. A file changed after it was applied is
-reported, not silently re-run. An advisory lock keeps two concurrent runs
-from applying the same file twice.
+``sql/versioned/`` holds table and data changes: each file is applied once,
+in order, and a file changed after it was applied is reported, not re-run.
+``sql/repeatable/`` holds every function, trigger, grant and the cleanup
+job, one file per concern with only today's definitions: a file is applied
+again whenever its text differs from the one last applied. Every applied file
+is recorded (``versioned/<name>`` or ``repeatable/<name>`` and its checksum)
+in ``public.conversation_storage_migrations``; records of the pre-release
+layout's files (``001_conversation_threads.sql`` ...) stay there as history.
+An advisory lock keeps two concurrent runs from applying the same file twice.
 
-The pg_cron schedule (sql/005) is the one file applied again: by any run that
-finds pg_cron enabled and the cleanup job missing, since the file schedules
-nothing until the operator enables pg_cron, often after it first ran.
+The pg_cron schedule is also applied again by any run that finds pg_cron
+enabled and the cleanup job missing, since it schedules nothing until the
+operator enables pg_cron, often after it first ran.
 """
 
 from __future__ import annotations
@@ -26,24 +30,11 @@ if TYPE_CHECKING:
 
 _LOCK_KEY = 0x636F6E76  # any constant shared by every run of this command
 
-#: Files edited after release: {file: {checksum of an earlier text: checksum
-#: of the text it counts as}}, so databases that ran the earlier text keep
-#: migrating. Only for edits that leave such databases as the new text
-#: would; anything else goes into a new file. A further edit of such a file
-#: is refused like any other until it gets an entry here. Say why with each.
-_EARLIER_CHECKSUMS: dict[str, dict[str, str]] = {
-    # 005 used to enable pg_cron itself where the role could (Supabase lets
-    # postgres); now it only schedules where the operator enabled pg_cron.
-    # Where the old text ran, the jobs it scheduled are the ones the new
-    # text schedules, and the extension it enabled stays: by now the
-    # operator may rely on it.
-    "005_cleanup_schedule.sql": {
-        "aa79d0a5ae2e56ddaa407b6146a8a207e8f4be894377c0f6eb931f007e388cb4":
-            "cddcad30952a9bf85c0acef8837da4d92ac1bbd7a769322ffe55a16dd1c2e90c",
-    },
-}
+#: The two kinds of files, in the order they are applied.
+VERSIONED = "versioned"
+REPEATABLE = "repeatable"
 
-_SCHEDULE_FILE = "005_cleanup_schedule.sql"
+_SCHEDULE_FILE = "repeatable/90_cleanup_schedule.sql"
 _CLEANUP_JOB = "cleanup-expired-threads"
 
 _TABLE_DDL = """
@@ -53,6 +44,11 @@ create table if not exists public.conversation_storage_migrations (
     applied_at timestamptz not null default now()
 );
 alter table public.conversation_storage_migrations enable row level security;
+"""
+
+_RECORD = """
+insert into public.conversation_storage_migrations (filename, checksum) values (%s, %s)
+on conflict (filename) do update set checksum = excluded.checksum, applied_at = now()
 """
 
 
@@ -65,8 +61,14 @@ class SqlFile:
     path: Path
 
     @property
+    def kind(self) -> str:
+        """``versioned`` or ``repeatable``: the folder it is in."""
+        return self.path.parent.name
+
+    @property
     def name(self) -> str:
-        return self.path.name
+        """The name it is recorded under, e.g. ``versioned/001_tables.sql``."""
+        return f"{self.kind}/{self.path.name}"
 
     @property
     def text(self) -> str:
@@ -92,13 +94,16 @@ def default_sql_dir() -> Path:
 
 
 def sql_files(directory: Path | None = None) -> list[SqlFile]:
+    """Every file in apply order: ``versioned/`` by name, then ``repeatable/`` by name."""
     directory = directory or default_sql_dir()
-    files = sorted(directory.glob("*.sql"))
-    if not files:
+    files = [SqlFile(path) for kind in (VERSIONED, REPEATABLE)
+             for path in sorted((directory / kind).glob("*.sql"))]
+    if not any(f.kind == VERSIONED for f in files):
         raise StorageConfigurationError(
-            f"no .sql files in {directory}: point CONVERSATION_SQL_DIR (or --sql-dir) at the project's sql/ folder"
+            f"no .sql files in {directory / VERSIONED}: point CONVERSATION_SQL_DIR (or --sql-dir) at the "
+            "project's sql/ folder"
         )
-    return [SqlFile(path) for path in files]
+    return files
 
 
 def migrate(dsn: str, *, directory: Path | None = None, dry_run: bool = False) -> list[str]:
@@ -149,43 +154,31 @@ def _apply_pending(conn, files: list[SqlFile], dry_run: bool) -> list[str]:
     applied: dict[str, str] = {}
     if exists:
         applied = dict(conn.execute("select filename, checksum from public.conversation_storage_migrations"))
-    changed = [f.name for f in files if f.name in applied and not _same_migration(f, applied[f.name])]
+    versioned = [f for f in files if f.kind == VERSIONED]
+    changed = [f.name for f in versioned if f.name in applied and applied[f.name] != f.checksum]
     if changed:
         raise MigrationError(
-            f"already applied but changed since: {', '.join(changed)}. Applied files must not be "
-            "edited; put the change in a new file with a higher number."
+            f"already applied but changed since: {', '.join(changed)}. Applied files of sql/versioned must "
+            "not be edited; put the change in a new file with a higher number."
         )
-    pending = [f for f in files if f.name not in applied]
-    schedule = next((f for f in files if f.name == _SCHEDULE_FILE and f.name in applied), None)
-    if schedule is not None and not _cleanup_job_missing(conn):
-        schedule = None
+    due = [f for f in versioned if f.name not in applied] + [
+        f for f in files
+        if f.kind == REPEATABLE and (applied.get(f.name) != f.checksum
+                                     or (f.name == _SCHEDULE_FILE and _cleanup_job_missing(conn)))
+    ]
     if dry_run:
-        return [f.name for f in pending] + ([schedule.name] if schedule else [])
+        return [f.name for f in due]
     if not exists:
         with conn.transaction():
             conn.execute(_TABLE_DDL)
-    for sql_file in pending:
+    for sql_file in due:
         try:
             with conn.transaction():
                 conn.execute(sql_file.text)
-                conn.execute(
-                    "insert into public.conversation_storage_migrations (filename, checksum) values (%s, %s)",
-                    (sql_file.name, sql_file.checksum),
-                )
+                conn.execute(_RECORD, (sql_file.name, sql_file.checksum))
         except Exception as exc:
             raise MigrationError(f"{sql_file.name} failed to apply (nothing of it was kept): {exc}") from exc
-    if schedule is not None:
-        try:
-            with conn.transaction():
-                conn.execute(schedule.text)
-        except Exception as exc:
-            raise MigrationError(f"{schedule.name} failed to schedule the cleanup job: {exc}") from exc
-        return [f.name for f in pending] + [schedule.name]
-    return [f.name for f in pending]
-
-
-def _same_migration(sql_file: SqlFile, recorded: str) -> bool:
-    return sql_file.checksum in (recorded, _EARLIER_CHECKSUMS.get(sql_file.name, {}).get(recorded))
+    return [f.name for f in due]
 
 
 def _cleanup_job_missing(conn) -> bool:

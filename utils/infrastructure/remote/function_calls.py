@@ -41,10 +41,10 @@ def _document_or_none(value: Any) -> str | None:
 
 def set_call(key: str, ttl_seconds: int, value: str, user_id: str | None, metadata: dict | None,
              deadline: float | None = None) -> Call:
-    """thread_put (sql/012): thread_set answering {"version", "expires_at"}, with an optional deadline.
+    """thread_put: thread_set answering {"version", "expires_at"}, with an optional deadline.
 
     Every set goes through it, with the near cache or without: thread_set's
-    version + 1 costs a trigger call (sql/012), thread_put draws the version itself.
+    version + 1 costs a trigger call (the version trigger), thread_put draws the version itself.
     """
     params = {"p_thread_id": key, "p_data": to_stored(value), "p_ttl_seconds": ttl_seconds}
     return Call("thread_put", _with_optional(params, user_id, metadata, deadline), _unchanged)
@@ -71,7 +71,7 @@ def delete_call(key: str, deadline: float | None = None) -> Call:
 
 
 def _before(deadline: float | None, call: Call) -> Call:
-    """``call`` refused by the server if it starts after ``deadline`` (sql/010's *_before functions)."""
+    """``call`` refused by the server if it starts after ``deadline`` (the SQL *_before functions)."""
     if deadline is None:
         return call
     return Call(f"{call.function}_before", {"p_deadline": _timestamp(deadline), **call.params}, call.decode)

@@ -3,7 +3,7 @@
 Callers rewrite a whole thread on every turn, although the new text mostly
 extends the previous one (a turn appended to ``turns``, ``last_updated_at``
 changed). :func:`diff` computes a small patch instead, which
-``public.conversation_storage_apply_patch(jsonb, jsonb)`` (sql/011) applies to
+``public.conversation_storage_apply_patch(jsonb, jsonb)`` (sql/repeatable/20_near_cache.sql) applies to
 the stored JSONB. The contract is exactness: the server must end with the very
 JSONB a full write of the new text would have stored, i.e.
 ``apply(old::jsonb, patch)::text = new::jsonb::text`` byte for byte.

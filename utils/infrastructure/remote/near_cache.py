@@ -4,7 +4,7 @@ A remote backend sends the version it holds with every read and the store
 answers "unchanged" instead of the document when it still is; a write that
 extends the held document sends only the difference (json_delta.py), which
 the store applies only while the thread is still at that version
-(sql/012_near_cache.sql). Nothing is ever answered from here without the
+(sql/repeatable/20_near_cache.sql). Nothing is ever answered from here without the
 store confirming the version in the same call, so a write by another daemon
 is seen by the next read, and the cache can only make calls smaller, never
 staler. Versions come from one sequence on the server, so a version names

@@ -4,12 +4,12 @@ A daemon may get a new library before anyone runs ``conversation-storage
 migrate``, and a function ``migrate`` just created stays invisible to a
 PostgREST that has not reloaded its schema cache (PGRST202). Neither is a
 reason to stop persisting. Every operation has a function from schema
-version 7 (sql/010) or earlier; only the near cache needs newer ones:
+version 7 (the pre-release sql/010) or earlier; only the near cache needs newer ones:
 
 - ``thread_fetch`` -> ``thread_get``, ``thread_patch`` -> a whole write, and
   ``thread_put`` -> ``thread_set`` (``thread_set_before`` with a deadline);
 - below schema version 10 versions do not follow outside edits and restores
-  (sql/015), so a near cache could answer a document the store no longer holds.
+  (the pre-release sql/015), so a near cache could answer a document the store no longer holds.
 
 Either way the near cache is switched off for the rest of the process, with
 one WARNING that says what to run.
@@ -25,7 +25,7 @@ from .function_calls import Call
 
 logger = logging.getLogger("conversation_storage")
 
-#: Versions that change with every change of the document, whoever made it (sql/015).
+#: Versions that change with every change of the document, whoever made it (schema version 10).
 NEAR_CACHE_SCHEMA_VERSION = 10
 
 
