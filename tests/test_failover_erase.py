@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 
 from tests.support.rows import thread_row
+from tests.support.waiting import wait_until_answered
 from utils.infrastructure.errors import StorageUnavailableError
 from utils.infrastructure.failover_storage import DEGRADED, FailoverStorage
 from utils.infrastructure.spool import Spool
@@ -15,18 +15,6 @@ from utils.infrastructure.spool import Spool
 def _failover(store, tmp_path, *, first_probe_after: float) -> FailoverStorage:
     return FailoverStorage(store.client(), Spool(tmp_path / "spool.sqlite3"), first_probe_after=first_probe_after,
                            max_probe_interval=1.0)
-
-
-def _wait_until_reachable(client) -> None:
-    """Until the daemon's own client gets an answer (its connection pool reconnects with a backoff)."""
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            client.health()
-            return
-        except StorageUnavailableError:
-            assert time.monotonic() < deadline, "the store never came back"
-            time.sleep(0.1)
 
 
 def _names() -> tuple[str, str]:
@@ -74,7 +62,9 @@ def test_an_erase_through_a_daemon_covers_its_spool_and_its_reads(store, tmp_pat
         daemon.set_with_ttl(other_key, 3600, '{"kept": true}', user_id="someone-else")
         assert daemon.get(key) == '{"turn": 2}'  # from the spool
         store.up()
-        _wait_until_reachable(daemon.primary)
+        # The daemon's own client, whose connection pool reconnects with a backoff.
+        wait_until_answered(daemon.primary.health, "the daemon's client to reach the store again",
+                            (StorageUnavailableError,))
         # The circuit is still open (the next probe is 30 s away); the erase itself reaches the store.
         assert daemon.status()["state"] == DEGRADED
         assert daemon.delete_user_threads(user) == 1
