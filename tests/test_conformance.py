@@ -168,20 +168,23 @@ def test_entry_expires_after_its_ttl(backend):
 
 
 def test_timedelta_ttl(backend):
-    backend.storage.setex("thread:td", timedelta(seconds=1), '{"x": 1}')
+    # 3 s for the reason given in test_entry_expires_after_its_ttl.
+    backend.storage.setex("thread:td", timedelta(seconds=3), '{"x": 1}')
     assert backend.storage.get("thread:td") is not None
-    backend.advance(1.2)
+    backend.advance(3.2)
     assert backend.storage.get("thread:td") is None
 
 
 def test_a_fraction_of_a_second_in_a_timedelta_ttl_is_rounded_up(backend):
     # 0.3 s would be 0 s, refused, if it were truncated; 1.5 s must last 2 s, not 1.
     backend.storage.setex("thread:short", timedelta(milliseconds=300), '{"x": 1}')
-    backend.storage.setex("thread:td", timedelta(seconds=1.5), '{"x": 1}')
     assert backend.storage.get("thread:short") is not None
-    backend.advance(1.7)
-    assert backend.storage.get("thread:td") is not None
-    backend.advance(0.5)
+    backend.storage.setex("thread:td", timedelta(seconds=1.5), '{"x": 1}')
+    # The lifetime the store gave it, on its own clock: "still live at 1.7 s" read
+    # with a real clock would need the read to come within 0.3 s of that.
+    [td] = [t for t in backend.storage.list_threads() if t.key == "thread:td"]
+    assert (td.expires_at - td.accessed_at).total_seconds() == pytest.approx(2, abs=0.01)
+    backend.advance(2.2)
     assert backend.storage.get("thread:td") is None
 
 
@@ -192,12 +195,13 @@ STORES_WITH_A_CLOCK = [name for name in ALL_BACKENDS if not name.endswith("memor
 @pytest.mark.parametrize("backend", STORES_WITH_A_CLOCK, indirect=True)
 def test_expiry_follows_the_stores_clock_not_the_clients(backend):
     # A client clock a day ahead (or behind) must not expire or revive anything.
+    # 5 s, not 2: both reads must come before it lapses, with room for a slow machine.
     with freeze_time(datetime.now(UTC) + timedelta(days=1), real_asyncio=True):
-        backend.storage.setex("thread:clock", 2, '{"a": 1}')
+        backend.storage.setex("thread:clock", 5, '{"a": 1}')
         assert backend.storage.get("thread:clock") is not None
     with freeze_time(datetime.now(UTC) - timedelta(days=1), real_asyncio=True):
         assert backend.storage.get("thread:clock") is not None
-    backend.advance(2.2)
+    backend.advance(5.2)
     with freeze_time(datetime.now(UTC) - timedelta(days=1), real_asyncio=True):
         assert backend.storage.get("thread:clock") is None
 

@@ -10,13 +10,13 @@ to name the backend, writes the text ``"test_value"`` for 5 s and reads it back.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
 from tests.support.doc_blocks import fenced_block
+from tests.support.environment import daemon_environ
 
 PROBE = '''\
 import json
@@ -52,8 +52,7 @@ def daemon(tmp_path):
 
 
 def _probe(daemon, tmp_path, **settings: str) -> dict:
-    keep = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
-    env = {**keep, "XDG_DATA_HOME": str(tmp_path / "data"), "CONVERSATION_STORAGE_STRICT": "true", **settings}
+    env = daemon_environ(tmp_path / "data", settings)
     result = subprocess.run([sys.executable, "health_probe.py"], cwd=daemon, env=env, check=False,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

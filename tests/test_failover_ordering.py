@@ -13,7 +13,8 @@ import uuid
 
 import pytest
 
-from tests.support.rows import thread_row
+from tests.support.outages import HeldProbes
+from tests.support.rows import has_lapsed, thread_row
 from tests.support.waiting import wait_until
 from utils.infrastructure.failover.failover_storage import DEGRADED, HEALTHY, REPLAYING, FailoverStorage
 from utils.infrastructure.failover.spool import Spool
@@ -28,15 +29,6 @@ def _key(name: str) -> str:
     return f"thread:{name}-{uuid.uuid4().hex[:8]}"
 
 
-def _wait_for(predicate, timeout: float, poll: float = 0.001) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(poll)
-    return predicate()
-
-
 @pytest.mark.parametrize("victim_position", ["first", "last"])
 def test_a_delete_made_while_replaying_stays_deleted(store, tmp_path, victim_position):
     victim, fillers = _key("victim"), [_key(f"filler{i}") for i in range(400)]
@@ -47,7 +39,8 @@ def test_a_delete_made_while_replaying_stays_deleted(store, tmp_path, victim_pos
             storage.setex(key, 3600, json.dumps({"key": key}))
         assert storage.status()["state"] == DEGRADED
         store.up()
-        assert _wait_for(lambda: storage.status()["state"] == REPLAYING, 30)
+        # Polled often: the replay of 400 writes is the window the delete must fall into.
+        wait_until(lambda: storage.status()["state"] == REPLAYING, "the replay to start", interval=0.001)
         pending_then = storage.status()["pending"]
         assert storage.delete(victim) is True, "the spooled value was live"
         assert storage.wait_until_healthy(60), storage.status()
@@ -59,7 +52,7 @@ def test_a_delete_made_while_replaying_stays_deleted(store, tmp_path, victim_pos
 
 def test_a_delete_by_another_daemon_after_recovery_is_not_undone(store, tmp_path):
     key = _key("deleted-elsewhere")
-    with _failover(store, tmp_path, first_probe_after=6) as daemon_a:
+    with _failover(store, tmp_path) as daemon_a, HeldProbes(daemon_a) as probes:
         store.down()
         daemon_a.setex(key, 3600, '{"v": "spooled by A"}')
         assert daemon_a.status()["state"] == DEGRADED
@@ -67,6 +60,7 @@ def test_a_delete_by_another_daemon_after_recovery_is_not_undone(store, tmp_path
         with store.client() as daemon_b:
             assert daemon_b.delete(key) is False  # A's write has not reached the store yet
             assert daemon_a.status()["state"] == DEGRADED, "A replays only after B's delete"
+            probes.release()
             assert daemon_a.wait_until_healthy(30)
             assert daemon_b.get(key) is None
         assert daemon_a.status()["replayed"]["superseded"] == 1
@@ -75,14 +69,15 @@ def test_a_delete_by_another_daemon_after_recovery_is_not_undone(store, tmp_path
 
 def test_a_newer_value_that_expired_and_was_cleaned_up_is_not_replaced_by_an_older_one(store, tmp_path):
     key = _key("expired-elsewhere")
-    with _failover(store, tmp_path, first_probe_after=6) as daemon_a:
+    with _failover(store, tmp_path) as daemon_a, HeldProbes(daemon_a) as probes:
         store.down()
         daemon_a.setex(key, 3600, '{"v": "spooled by A"}')
         store.up()
         with store.client() as daemon_b:
             daemon_b.setex(key, 1, '{"v": "newer, short-lived"}')
-            time.sleep(1.2)
+            wait_until(lambda: has_lapsed(store, key), "B's short-lived write to expire on the server's clock")
             assert daemon_b.cleanup_expired() >= 1
+            probes.release()
             assert daemon_a.wait_until_healthy(30)
             assert daemon_b.get(key) is None
     assert thread_row(store, key) is None
@@ -90,12 +85,13 @@ def test_a_newer_value_that_expired_and_was_cleaned_up_is_not_replaced_by_an_old
 
 def test_a_user_erased_after_an_outage_stays_erased(store, tmp_path):
     key, user = _key("erased"), f"user-{uuid.uuid4().hex[:8]}"
-    with _failover(store, tmp_path, first_probe_after=6) as daemon_a:
+    with _failover(store, tmp_path) as daemon_a, HeldProbes(daemon_a) as probes:
         store.down()
         daemon_a.set_with_ttl(key, 3600, '{"v": "spooled by A"}', user_id=user)
         store.up()
         with store.client() as daemon_b:
             assert daemon_b.delete_user_threads(user) == 0  # the store has none of theirs yet
+            probes.release()
             assert daemon_a.wait_until_healthy(30)
     assert thread_row(store, key) is None
 
@@ -107,7 +103,10 @@ def test_a_spooled_write_that_expired_during_the_outage_still_replaces_the_older
         store.down()
         storage.setex(key, 2, '{"v": "new, short-lived"}')
         assert storage.status()["state"] == DEGRADED
-        time.sleep(2.5)
+        # Until the daemon's reading of the store's clock (the one it stamped the write with) is past its TTL.
+        spooled = storage.spool.latest(key)
+        wait_until(lambda: storage.clock.now() >= spooled.written_at + spooled.ttl,
+                   "the spooled write's TTL to lapse on the daemon's reading of the store's clock")
         assert storage.get(key) is None, "expired in the spool too"
         store.up()
         assert storage.wait_until_healthy(30)
@@ -118,12 +117,13 @@ def test_a_spooled_write_that_expired_during_the_outage_still_replaces_the_older
 
 def test_a_spooled_write_older_than_a_direct_one_is_not_replayed_over_it(store, tmp_path):
     key = _key("rewritten")
-    with _failover(store, tmp_path, first_probe_after=6) as daemon_a:
+    with _failover(store, tmp_path) as daemon_a, HeldProbes(daemon_a) as probes:
         store.down()
         daemon_a.setex(key, 3600, '{"v": "spooled by A"}')
         store.up()
         with store.client() as daemon_b:
             daemon_b.setex(key, 3600, '{"v": "newer, by B"}')
+            probes.release()
             assert daemon_a.wait_until_healthy(30)
             assert json.loads(daemon_b.get(key)) == {"v": "newer, by B"}
 

@@ -16,16 +16,11 @@ from freezegun import freeze_time
 from tests.support.database import PROJECT_ROOT
 from tests.support.outages import PostgresStore
 from tests.support.postgres_server import PASSWORD
+from tests.support.rows import thread_rows
+from tests.support.waiting import wait_until
 from utils.infrastructure.contract.errors import StorageUnavailableError
 from utils.infrastructure.failover.failover_storage import HEALTHY, FailoverStorage
 from utils.infrastructure.failover.spool import Spool, SpoolError
-
-
-def _rows(store, keys) -> dict:
-    with store.connect() as conn:
-        rows = conn.execute("select thread_id, conversation_data from public.conversation_threads"
-                            " where thread_id = any(%s)", (list(keys),)).fetchall()
-    return dict(rows)
 
 
 @pytest.fixture
@@ -56,10 +51,8 @@ def test_a_full_spool_disk_refuses_new_writes_and_still_replays_the_acknowledged
         assert len(acked) >= 5
 
         store.up()
-        deadline = time.monotonic() + 30
-        while _rows(store, acked) != acked and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert _rows(store, acked) == acked, "acknowledged writes reach the store although the spool is full"
+        wait_until(lambda: thread_rows(store, acked) == acked,
+                   "acknowledged writes to reach the store although the spool is full", interval=0.2)
         storage.setex("thread:full-after", 3600, '{"direct": true}')  # the store is back: no spool needed
 
         filler.unlink()  # room again: the spool empties and the circuit closes
@@ -68,7 +61,7 @@ def test_a_full_spool_disk_refuses_new_writes_and_still_replays_the_acknowledged
     finally:
         store.up()
         storage.close()
-    assert _rows(store, ["thread:full-after"]) == {"thread:full-after": {"direct": True}}
+    assert thread_rows(store, ["thread:full-after"]) == {"thread:full-after": {"direct": True}}
 
 
 def test_a_spool_recovers_when_only_a_little_room_comes_back(store, small_disk):
@@ -93,7 +86,7 @@ def test_a_spool_recovers_when_only_a_little_room_comes_back(store, small_disk):
     finally:
         store.up()
         storage.close()
-    assert _rows(store, acked) == acked
+    assert thread_rows(store, acked) == acked
 
 
 DAEMON = """
@@ -155,7 +148,7 @@ def test_daemons_sharing_a_spool_replay_each_write_once(store, tmp_path):
     if not isinstance(store, PostgresStore):
         assert store.project.gateway.counts["thread_replay"] == 600
     expected = {f"thread:{name}-{i}": {"by": name, "i": i} for name in ("a", "b") for i in range(300)}
-    assert _rows(store, expected) == expected
+    assert thread_rows(store, expected) == expected
 
 
 OLD_SPOOL_SCHEMA = """
@@ -177,7 +170,7 @@ def test_a_spool_file_from_the_previous_version_is_upgraded_and_replayed(store, 
     with FailoverStorage(store.client(), Spool(path), first_probe_after=0.1) as storage:
         assert storage.wait_until_healthy(30)
         assert storage.status()["state"] == HEALTHY
-    assert _rows(store, ["thread:from-old-spool"]) == {"thread:from-old-spool": {"old": True}}
+    assert thread_rows(store, ["thread:from-old-spool"]) == {"thread:from-old-spool": {"old": True}}
 
 
 def test_a_spooled_write_carries_over_the_user_and_metadata_of_the_live_write_it_follows(tmp_path):

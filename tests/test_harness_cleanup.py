@@ -10,10 +10,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from tests.support.database import PROJECT_ROOT
+from tests.support.environment import clean_environ
+from tests.support.waiting import wait_until
 
 STALLED_TEST = '''
 import os, time
@@ -52,17 +53,17 @@ def _alive(pid: int) -> bool:
 def test_a_run_killed_with_sigterm_stops_its_servers(tmp_path):
     (tmp_path / "test_stalled.py").write_text(STALLED_TEST)
     started = tmp_path / "started"
-    env = {**os.environ, "STARTED": str(started), "PYTHONPATH": str(PROJECT_ROOT)}
+    env = clean_environ({"STARTED": str(started), "PYTHONPATH": str(PROJECT_ROOT)})
     run = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
                             str(tmp_path / "test_stalled.py")], cwd=tmp_path, env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     datadir = bouncer = None
     try:
-        deadline = time.monotonic() + 90
-        while not started.exists() or not started.read_text():
+        def servers_started() -> bool:
             assert run.poll() is None, run.stdout.read().decode(errors="replace")
-            assert time.monotonic() < deadline, "the stalled test did not start its servers"
-            time.sleep(0.1)
+            return started.exists() and bool(started.read_text())
+
+        wait_until(servers_started, "the stalled test to start its servers", timeout=90, interval=0.1)
         datadir, pid = started.read_text().split("\n")
         bouncer = int(pid)
         assert _processes_using(datadir), "the server runs"

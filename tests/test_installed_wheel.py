@@ -9,7 +9,6 @@ Every step is a new process, so each turn survives a restart.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import pytest
 
 from tests.support.database import PROJECT_ROOT
 from tests.support.doc_blocks import fenced_block
+from tests.support.environment import daemon_environ
 from tests.support.postgres_server import PASSWORD
 
 # The README's replacement for pal-mcp-server's utils/storage_backend.py, read from it.
@@ -100,8 +100,7 @@ def _run(command: list[str], env: dict[str, str] | None = None, cwd: Path | None
 
 
 def _daemon_env(tmp_path: Path, **settings: str) -> dict[str, str]:
-    keep = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
-    return {**keep, "XDG_DATA_HOME": str(tmp_path / "data"), "CONVERSATION_STORAGE_STRICT": "true", **settings}
+    return daemon_environ(tmp_path / "data", settings)
 
 
 def _conversation_across_restarts(venv: Path, daemon: Path, env: dict[str, str]) -> dict:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
+import types
 
 from tests.support.waiting import wait_until
+from utils.infrastructure.backends import memory_storage
 from utils.infrastructure.backends.memory_storage import InMemoryStorage
 
 
@@ -13,11 +15,16 @@ def _sweepers() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "conversation-storage-sweeper"]
 
 
-def test_expired_entries_are_reclaimed_without_being_read():
+def test_expired_entries_are_reclaimed_without_being_read(monkeypatch):
+    # The storage's clock stands still until the test moves it: the 1 s TTL cannot
+    # lapse before the count below, however slow the machine.
+    now = [time.monotonic()]
+    monkeypatch.setattr(memory_storage, "time", types.SimpleNamespace(**{**vars(time), "monotonic": lambda: now[0]}))
     with InMemoryStorage(sweep_interval_seconds=0.05) as storage:
         storage.setex("thread:forgotten", 1, "{}")
         storage.setex("thread:kept", 60, "{}")
         assert len(storage._entries) == 2
+        now[0] += 1.2
         wait_until(lambda: len(storage._entries) == 1, "the sweeper to reclaim the expired entry")
         assert "thread:kept" in storage._entries
 

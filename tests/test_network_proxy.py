@@ -106,11 +106,13 @@ def test_round_trips_are_counted_exactly_for_a_scripted_exchange():
         with connect(proxy) as sock:
             ask(sock, 10, 10)  # 1: the connection's first request
             header = HEADER.pack(5, 7)
-            sock.sendall(header[:3])  # 2: one request in three writes, the server waiting for all of it
-            time.sleep(0.01)
-            sock.sendall(header[3:])
-            time.sleep(0.01)
-            sock.sendall(b"q" * 5)
+            # 2: one request in three writes, the server waiting for all of it; each write
+            # reaches the proxy on its own before the next is sent.
+            sent = HEADER.size + 10
+            for piece in (header[:3], header[3:], b"q" * 5):
+                sock.sendall(piece)
+                sent += len(piece)
+                wait_until(lambda sent=sent: proxy.counters().bytes_to_server == sent, "the proxy to receive the write")
             recv_exact(sock, 7)
             sock.sendall(HEADER.pack(1, 2) + b"q" + HEADER.pack(0, 3))  # 3: two pipelined requests
             recv_exact(sock, 5)
@@ -163,7 +165,7 @@ def test_the_proxy_stops_by_itself_after_its_lifetime():
     with proxied(WAN, lifetime=0.5) as proxy:
         sock = connect(proxy)
         ask(sock, 0, 1)
-        wait_until(lambda: proxy.stopped, "the proxy to stop after its lifetime", timeout=5)
+        wait_until(lambda: proxy.stopped, "the proxy to stop after its lifetime")
         try:
             assert sock.recv(1) == b""  # the open connection was ended too
         except ConnectionResetError:

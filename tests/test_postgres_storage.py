@@ -10,6 +10,7 @@ import pytest
 
 from tests.support.database import apply_sql, legacy_sql_files
 from tests.support.postgres_server import PASSWORD, PostgresServer, free_port
+from tests.support.waiting import wait_until, wait_until_answered
 from utils.infrastructure.backends.postgres_storage import (
     APPLICATION_NAME,
     PostgresStorage,
@@ -36,21 +37,18 @@ def test_eight_threads_run_their_queries_at_the_same_time(postgres_server, postg
             threads = [threading.Thread(target=lambda: results.append(storage.get("thread:shared"))) for _ in range(8)]
             for t in threads:
                 t.start()
-            waiting = 0
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and waiting < 8:
+            try:
                 # A separate autocommit connection: pg_stat_activity is a
                 # snapshot frozen for the rest of a transaction.
-                waiting = monitor.execute(
+                wait_until(lambda: monitor.execute(
                     "select count(*) from pg_stat_activity where application_name = %s"
                     " and wait_event_type = 'Lock'",
                     (APPLICATION_NAME,),
-                ).fetchone()[0]
-                time.sleep(0.05)
-            locker.execute("rollback")
-            for t in threads:
-                t.join()
-    assert waiting == 8
+                ).fetchone()[0] == 8, "all eight queries to wait on the table lock in the server at once")
+            finally:
+                locker.execute("rollback")
+                for t in threads:
+                    t.join()
     assert results == ["{}"] * 8
 
 
@@ -138,15 +136,8 @@ def test_a_restarted_server_is_used_again():
                 server.start_process()
             # Pooled connections broken by the restart fail once each, then
             # the pool has fresh ones; the data is all there.
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    assert storage.get("thread:durable") == '{"kept": true}'
-                    break
-                except StorageUnavailableError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.1)
+            assert wait_until_answered(lambda: storage.get("thread:durable"), "the pool to reach the restarted server",
+                                       (StorageUnavailableError,)) == '{"kept": true}'
 
 
 def test_a_schema_older_than_required_is_a_schema_error_naming_the_fix(postgres_server):

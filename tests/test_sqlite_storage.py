@@ -11,6 +11,7 @@ import time
 import pytest
 
 from tests.support.database import PROJECT_ROOT
+from tests.support.waiting import wait_until
 from utils.infrastructure.backends.sqlite_storage import SQLiteStorage, default_path
 from utils.infrastructure.contract.errors import StorageConfigurationError, StorageUnavailableError
 
@@ -36,6 +37,14 @@ print("ok")
 def _rows(path):
     with sqlite3.connect(path) as conn:
         return conn.execute("select thread_id, conversation_data, accessed_at from conversation_threads").fetchall()
+
+
+def _has_lapsed(path, key) -> bool:
+    """Whether ``key``'s row is past its expires_at on the clock the store reads (SQLite's julianday('now'))."""
+    with sqlite3.connect(path) as conn:
+        row = conn.execute("select expires_at <= (julianday('now') - 2440587.5) * 86400.0"
+                           " from conversation_threads where thread_id = ?", (key,)).fetchone()
+    return row is not None and bool(row[0])
 
 
 def test_two_processes_write_and_read_one_file_at_once(tmp_path):
@@ -90,7 +99,7 @@ def test_expired_rows_stay_until_cleanup(tmp_path):
     path = tmp_path / "t.sqlite3"
     with SQLiteStorage(path) as storage:
         storage.setex("thread:stale", 1, "{}")
-        time.sleep(1.2)
+        wait_until(lambda: _has_lapsed(path, "thread:stale"), "the thread to expire on the store's clock")
         assert storage.get("thread:stale") is None
         assert len(_rows(path)) == 1
         assert storage.cleanup_expired() == 1

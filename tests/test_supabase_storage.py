@@ -13,7 +13,7 @@ from freezegun import freeze_time
 
 from tests.support.documents import conversation_document, next_turn
 from tests.support.postgres_server import free_port
-from tests.support.rows import thread_row
+from tests.support.rows import has_lapsed, thread_row
 from tests.support.waiting import wait_until
 from utils.infrastructure.backends.supabase_storage import SupabaseStorage
 from utils.infrastructure.contract.errors import StorageUnavailableError
@@ -120,7 +120,7 @@ def test_expiry_is_computed_by_the_server(storage, supabase_project):
 
 def test_get_filters_expired_rows_without_deleting_them(storage, supabase_project):
     storage.setex("thread:stale", 1, "{}")
-    time.sleep(1.2)
+    wait_until(lambda: has_lapsed(supabase_project, "thread:stale"), "the thread to expire on the server's clock")
     assert storage.get("thread:stale") is None
     assert _row(supabase_project, "thread:stale") is not None, "reads must not write deletes"
     assert storage.cleanup_expired() == 1
@@ -152,7 +152,7 @@ def test_replacing_keeps_owner_and_metadata_until_the_thread_expires(storage, su
     user_id, metadata, created_again, *_ = _row(supabase_project, "thread:owned")
     assert (user_id, metadata, created_again) == ("alice", {"tool": "chat"}, created_at)
 
-    time.sleep(1.2)
+    wait_until(lambda: has_lapsed(supabase_project, "thread:owned"), "the thread to expire on the server's clock")
     storage.setex("thread:owned", 60, '{"new": true}')  # an expired thread starts over
     user_id, metadata, created_new, *_ = _row(supabase_project, "thread:owned")
     assert (user_id, metadata) == (None, {})

@@ -24,3 +24,14 @@ def is_own_variable(name: str) -> bool:
 def clean_environ(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """``os.environ`` without the library's variables, then ``extra``."""
     return {**{k: v for k, v in os.environ.items() if not is_own_variable(k)}, **(extra or {})}
+
+
+#: All of this run's environment a daemon started from its own directory gets: no PYTHONPATH, none of ours.
+DAEMON_BASE = ("PATH", "HOME", "LANG", "TMPDIR")
+
+
+def daemon_environ(data_home: str | os.PathLike[str], extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a daemon that imports only what it installed: :data:`DAEMON_BASE` of ``os.environ``,
+    its own data directory, strict settings, then ``extra``."""
+    base = {k: v for k, v in os.environ.items() if k in DAEMON_BASE}
+    return {**base, "XDG_DATA_HOME": str(data_home), "CONVERSATION_STORAGE_STRICT": "true", **(extra or {})}

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Self
 
 from tests.support.postgres_server import PASSWORD, PostgresServer
+from tests.support.waiting import DEADLINE_SECONDS
 from utils.infrastructure.backends.postgres_storage import PostgresStorage
 from utils.infrastructure.backends.supabase_storage import SupabaseStorage
 
@@ -55,6 +58,37 @@ class SupabaseStore:
 
     def connect(self):
         return self.project.connect()
+
+
+class HeldProbes:
+    """A failover daemon whose recovery probe waits for the test: it finds the store back only once released.
+
+    Without it, a test that lets another client act between the store coming
+    back and the daemon's replay has only ``first_probe_after`` seconds for
+    that, which a loaded machine can overrun. Install it while the daemon is
+    healthy (before the store goes down), so that no probe runs unheld.
+    """
+
+    def __init__(self, daemon) -> None:
+        self.client = daemon.primary
+        #: The client's own health(), which does not wait (for the test's checks).
+        self.health = self.client.health
+        self._released = threading.Event()
+
+    def _held_health(self):
+        self._released.wait(DEADLINE_SECONDS)
+        return self.health()
+
+    def __enter__(self) -> Self:
+        self.client.health = self._held_health  # what the daemon's probe calls
+        return self
+
+    def release(self) -> None:
+        self._released.set()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+        del self.client.health
 
 
 @contextmanager
