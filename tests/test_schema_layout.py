@@ -1,6 +1,6 @@
 """Databases built with the pre-release files reach, through migrate, exactly the schema of a fresh one.
 
-The pre-release layout (tests/support/legacy_sql: sql/001 to sql/015, applied
+The pre-release layout (sql/001 to sql/015 at tests.support.history.PRE_RELEASE_LAYOUT, applied
 once each) may have built databases that hold threads. ``migrate`` brings any
 prefix of it to today's layout (sql/versioned, sql/repeatable) keeping every
 row, and the catalog then equals that of a database built from the new files

@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 from tests.support.database import PROJECT_ROOT, apply_sql, legacy_sql_files, sql_files
+from tests.support.history import sql_files_at
 from tests.support.local_supabase import LocalSupabase
 from tests.support.postgres_server import PASSWORD
 from utils.infrastructure.backends.postgres_storage import AsyncPostgresStorage
@@ -32,23 +33,6 @@ from utils.infrastructure.remote.schema import SCHEMA_VERSION
 #: The last commit at schema version 9, before sql/015 made versions random.
 PREVIOUS = "c6e9a80"
 TTL = 3600
-
-
-def _git(*args: str) -> str:
-    result = subprocess.run(["git", "-C", str(PROJECT_ROOT), *args], check=False, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"git {' '.join(args)} failed: {result.stderr.strip()} "
-                           "(these tests need the repository's history: clone it in full)")
-    return result.stdout
-
-
-def _previous_sql(tmp_path: Path) -> list[Path]:
-    files = []
-    for name in _git("ls-tree", "--name-only", PREVIOUS, "sql/").split():
-        path = tmp_path / Path(name).name
-        path.write_text(_git("show", f"{PREVIOUS}:{name}"))
-        files.append(path)
-    return sorted(files)
 
 
 @pytest.fixture
@@ -85,7 +69,7 @@ EXCHANGED = {"first": '{"turns": [1, 2]}', "again": '{"turns": [1, 2]}', "update
 
 
 def test_todays_library_keeps_storing_on_the_previous_schema(database, tmp_path, caplog):
-    dsn = database(_previous_sql(tmp_path))
+    dsn = database(list(sql_files_at(PREVIOUS)))
     with caplog.at_level(logging.WARNING, logger="conversation_storage"):
         storage = _daemon(dsn, tmp_path)
     try:

@@ -7,12 +7,11 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from .history import PRE_RELEASE_LAYOUT, sql_files_at
 from .postgres_server import PASSWORD
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SQL_DIR = PROJECT_ROOT / "sql"
-#: The pre-release layout (sql/001 to sql/015), frozen: databases built with it are upgraded by migrate.
-LEGACY_SQL_DIR = Path(__file__).with_name("legacy_sql")
 SUPABASE_INIT_SQL = Path(__file__).with_name("supabase_init.sql")
 AUTHENTICATOR_PASSWORD = "authenticator-test-password"
 
@@ -37,8 +36,7 @@ def sql_files() -> list[Path]:
 
 def legacy_sql_files(before: str | None = None) -> list[Path]:
     """The pre-release files in order; with ``before``, those whose name sorts below it (e.g. "011")."""
-    files = sorted(LEGACY_SQL_DIR.glob("*.sql"))
-    return [path for path in files if before is None or path.name < before]
+    return [path for path in sql_files_at(PRE_RELEASE_LAYOUT) if before is None or path.name < before]
 
 
 def apply_sql(conn: psycopg.Connection, files: list[Path] | None = None) -> None:
