@@ -30,7 +30,7 @@ from .function_calls import (  # noqa: F401 - also this module's names for the f
     unix_time,
 )
 from .near_cache import NearCache
-from .near_cache_calls import PlannedRead, PlannedWrite, near_cache_of, patch_refused, remember_written
+from .near_cache_calls import PlannedRead, PlannedWrite, near_cache_of
 from .schema_fallbacks import instead_of, near_cache_unsupported, warn_near_cache_off
 from .spool import SpooledWrite
 from .thread_info import ThreadInfo
@@ -84,30 +84,24 @@ class RemoteFunctionStorage(ThreadStorage):
 
     def _write(self, key, ttl_seconds, value, user_id, metadata, deadline: float | None = None) -> Any:
         """Store ``value``; return the new expiry as the store answered it (for the failover clock)."""
-        cache = self.near_cache
-        if cache is None:
-            return self._invoke(set_call(key, ttl_seconds, value, user_id, metadata, deadline))["expires_at"]
-        plan = PlannedWrite.of(cache, key, value)
+        write = PlannedWrite.of(self.near_cache, key, ttl_seconds, value, user_id, metadata, deadline)
         try:
-            if plan.patch is not None:
+            if write.patch is not None:
                 try:
-                    answer = self._invoke(plan.patch_call(key, ttl_seconds, value, user_id, metadata, deadline))
-                    if answer is not None:
-                        return remember_written(cache, key, value, answer)
+                    answer = self._invoke(write.patch)
                 except StorageValueError as exc:
-                    patch_refused(key, exc)
-            answer = self._invoke(set_call(key, ttl_seconds, value, user_id, metadata, deadline))
-            return remember_written(cache, key, value, answer)
+                    write.patch_refused(exc)
+                    answer = None
+                if answer is not None:
+                    return write.remember(answer)
+            return write.remember(self._invoke(write.whole()))
         except BaseException:
-            cache.forget(key)  # whether it was written is unknown
+            write.forget()
             raise
 
     def _get(self, key: str) -> str | None:
-        cache = self.near_cache
-        if cache is None:
-            return self._invoke(get_call(key))
-        read = PlannedRead.of(cache, key)
-        return read.remember(cache, key, self._invoke(read.call))
+        read = PlannedRead.of(self.near_cache, key)
+        return read.remember(self._invoke(read.call))
 
     def _delete(self, key: str) -> bool:
         return self._remove(key)
@@ -184,31 +178,27 @@ class AsyncRemoteFunctionStorage(AsyncThreadStorage):
         return _checked_for_near_cache(self, await self._invoke(HEALTH_CALL))
 
     async def _set(self, key, ttl_seconds, value, user_id, metadata) -> None:
-        cache = self.near_cache
-        if cache is None:
-            await self._invoke(set_call(key, ttl_seconds, value, user_id, metadata))
-            return
-        plan = PlannedWrite.of(cache, key, value)
+        await self._write(key, ttl_seconds, value, user_id, metadata)
+
+    async def _write(self, key, ttl_seconds, value, user_id, metadata, deadline: float | None = None) -> Any:
+        write = PlannedWrite.of(self.near_cache, key, ttl_seconds, value, user_id, metadata, deadline)
         try:
-            if plan.patch is not None:
+            if write.patch is not None:
                 try:
-                    answer = await self._invoke(plan.patch_call(key, ttl_seconds, value, user_id, metadata, None))
-                    if answer is not None:
-                        remember_written(cache, key, value, answer)
-                        return
+                    answer = await self._invoke(write.patch)
                 except StorageValueError as exc:
-                    patch_refused(key, exc)
-            remember_written(cache, key, value, await self._invoke(set_call(key, ttl_seconds, value, user_id, metadata)))
+                    write.patch_refused(exc)
+                    answer = None
+                if answer is not None:
+                    return write.remember(answer)
+            return write.remember(await self._invoke(write.whole()))
         except BaseException:
-            cache.forget(key)
+            write.forget()
             raise
 
     async def _get(self, key: str) -> str | None:
-        cache = self.near_cache
-        if cache is None:
-            return await self._invoke(get_call(key))
-        read = PlannedRead.of(cache, key)
-        return read.remember(cache, key, await self._invoke(read.call))
+        read = PlannedRead.of(self.near_cache, key)
+        return read.remember(await self._invoke(read.call))
 
     async def _delete(self, key: str) -> bool:
         self._forget(key)
