@@ -1,10 +1,10 @@
-"""How a read or a write is made: the calls to send, then what to keep of the answer.
+"""Reads through the near cache, and every write: the calls to send, then what to keep of the answer.
 
 A read tells thread_fetch the version it holds (and, for a document this
 process wrote, the MD5 of PostgreSQL's printing of it); a write of a held
-thread sends json_delta's patch to thread_patch. Without a near cache a read
-is thread_get and a write thread_put, planned here too, so a transport,
-sync or async, only makes the call between the plan and the remembering.
+thread sends json_delta's patch to thread_patch, and without a near cache
+a write is thread_put, planned here too. A transport, sync or async, only
+makes the calls between the plan and the remembering.
 """
 
 from __future__ import annotations
@@ -14,26 +14,23 @@ from typing import Any, NamedTuple
 
 from . import json_delta, jsonb_text
 from .errors import StorageSchemaError, StorageValueError
-from .function_calls import Call, _document_or_none, _unchanged, get_call, patch_call, set_call
+from .function_calls import Call, _document_or_none, _unchanged, patch_call, set_call
 from .near_cache import NearCache
 
 logger = logging.getLogger("conversation_storage")
 
 
 class PlannedRead(NamedTuple):
-    """A read: what to tell the store this process holds, and what to keep of the answer."""
+    """A read through the near cache: what to tell the store this process holds, and what to keep."""
 
-    #: None when the store runs without a near cache: then the read is thread_get.
-    cache: NearCache | None
+    cache: NearCache
     key: str
     #: What the read returns if the store answers "unchanged".
     text: str | None
     call: Call
 
     @classmethod
-    def of(cls, cache: NearCache | None, key: str) -> PlannedRead:
-        if cache is None:
-            return cls(None, key, None, get_call(key))
+    def of(cls, cache: NearCache, key: str) -> PlannedRead:
         held = cache.get(key)
         params: dict[str, Any] = {"p_thread_id": key, "p_known_version": 0}
         text = None
@@ -46,11 +43,9 @@ class PlannedRead(NamedTuple):
                     params["p_known_md5"] = jsonb_text.fingerprint(text)
         return cls(cache, key, text, Call("thread_fetch", params, _unchanged))
 
-    def remember(self, answer: Any) -> str | None:
-        """The document the call answered; thread_fetch's from the cache when it said "unchanged"."""
+    def remember(self, answer: dict | None) -> str | None:
+        """The document thread_fetch answered, from the cache when it said "unchanged"."""
         cache = self.cache
-        if cache is None:
-            return answer  # thread_get's document, already decoded
         if answer is None:
             cache.forget(self.key)
             return None

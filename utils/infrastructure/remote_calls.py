@@ -11,12 +11,13 @@ from abc import abstractmethod
 from typing import Any
 
 from .async_base_storage import AsyncThreadStorage
-from .base_storage import USER_ERASE_BATCH, ThreadStorage
+from .base_storage import USER_ERASE_BATCH, ThreadStorage  # noqa: F401 - USER_ERASE_BATCH: also a name here for tests
 from .errors import StorageSchemaError, StorageUnavailableError, StorageValueError
 from .function_calls import (  # noqa: F401 - also this module's names for the failover layer and tests
     HEALTH_CALL,
     STATS_CALL,
     Call,
+    UserErase,
     cleanup_call,
     delete_call,
     delete_user_batch_call,
@@ -31,7 +32,7 @@ from .function_calls import (  # noqa: F401 - also this module's names for the f
 )
 from .near_cache import NearCache
 from .near_cache_calls import PlannedRead, PlannedWrite, near_cache_of
-from .schema_fallbacks import instead_of, near_cache_unsupported, warn_near_cache_off
+from .schema_fallbacks import Instead, instead_of, near_cache_unsupported, warn_near_cache_off
 from .spool import SpooledWrite
 from .thread_info import ThreadInfo
 
@@ -100,7 +101,10 @@ class RemoteFunctionStorage(ThreadStorage):
             raise
 
     def _get(self, key: str) -> str | None:
-        read = PlannedRead.of(self.near_cache, key)
+        cache = self.near_cache
+        if cache is None:
+            return self._invoke(get_call(key))  # nothing to tell the store, nothing to keep
+        read = PlannedRead.of(cache, key)
         return read.remember(self._invoke(read.call))
 
     def _delete(self, key: str) -> bool:
@@ -124,14 +128,10 @@ class RemoteFunctionStorage(ThreadStorage):
         return self._invoke(touch_call(key, ttl_seconds))
 
     def _delete_user_threads(self, user_id: str) -> int:
-        # One batch per call, each its own transaction, until one comes back
-        # short: a user with millions of threads is erased in many bounded calls.
-        total = 0
-        while True:
-            deleted = self._invoke(delete_user_batch_call(user_id))
-            total += deleted
-            if deleted < USER_ERASE_BATCH:
-                return total
+        erase = UserErase(user_id)
+        while not erase.done:
+            erase.count(self._invoke(erase.call))
+        return erase.total
 
     def _stats(self) -> dict[str, int]:
         return self._invoke(STATS_CALL)
@@ -156,8 +156,7 @@ class RemoteFunctionStorage(ThreadStorage):
         try:
             return call.decode(self._call(call.function, call.params))
         except StorageSchemaError as error:
-            instead = instead_of(call, error)
-            _older_schema(self, f"{call.function}() is missing: {error.detail or error}")
+            instead = _fallback(self, call, error)
             return instead.answer if instead.call is None else self._invoke(instead.call)
 
     @abstractmethod
@@ -197,7 +196,10 @@ class AsyncRemoteFunctionStorage(AsyncThreadStorage):
             raise
 
     async def _get(self, key: str) -> str | None:
-        read = PlannedRead.of(self.near_cache, key)
+        cache = self.near_cache
+        if cache is None:
+            return await self._invoke(get_call(key))  # nothing to tell the store, nothing to keep
+        read = PlannedRead.of(cache, key)
         return read.remember(await self._invoke(read.call))
 
     async def _delete(self, key: str) -> bool:
@@ -218,12 +220,10 @@ class AsyncRemoteFunctionStorage(AsyncThreadStorage):
         return await self._invoke(touch_call(key, ttl_seconds))
 
     async def _delete_user_threads(self, user_id: str) -> int:
-        total = 0
-        while True:
-            deleted = await self._invoke(delete_user_batch_call(user_id))
-            total += deleted
-            if deleted < USER_ERASE_BATCH:
-                return total
+        erase = UserErase(user_id)
+        while not erase.done:
+            erase.count(await self._invoke(erase.call))
+        return erase.total
 
     async def _stats(self) -> dict[str, int]:
         return await self._invoke(STATS_CALL)
@@ -241,8 +241,7 @@ class AsyncRemoteFunctionStorage(AsyncThreadStorage):
         try:
             return call.decode(await self._call(call.function, call.params))
         except StorageSchemaError as error:
-            instead = instead_of(call, error)
-            _older_schema(self, f"{call.function}() is missing: {error.detail or error}")
+            instead = _fallback(self, call, error)
             return instead.answer if instead.call is None else await self._invoke(instead.call)
 
     @abstractmethod
@@ -256,6 +255,14 @@ def _checked_for_near_cache(storage: RemoteFunctionStorage | AsyncRemoteFunction
     if reason is not None and storage.near_cache is not None:
         _older_schema(storage, reason)
     return report
+
+
+def _fallback(storage: RemoteFunctionStorage | AsyncRemoteFunctionStorage, call: Call,
+              error: StorageSchemaError) -> Instead:
+    """The older way to make ``call`` (schema_fallbacks.py), the near cache now off; re-raises ``error`` if none."""
+    instead = instead_of(call, error)
+    _older_schema(storage, f"{call.function}() is missing: {error.detail or error}")
+    return instead
 
 
 def _older_schema(storage: RemoteFunctionStorage | AsyncRemoteFunctionStorage, reason: str) -> None:
