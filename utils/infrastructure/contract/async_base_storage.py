@@ -11,20 +11,20 @@ from abc import ABC, abstractmethod
 from typing import Any, Self
 
 from .base_storage import Ttl
-from .errors import StorageClosedError, StorageTypeError
+from .errors import StorageClosedError
 from .thread_info import ThreadInfo
 from .validation import (
     DEFAULT_MAX_VALUE_BYTES,
     check_batch_size,
     check_key,
     check_limit,
+    check_owner,
     check_user_id,
-    check_value,
     ttl_to_seconds,
     validate_set,
     validate_update,
 )
-from .versioned_update import DEFAULT_MAX_ATTEMPTS, Updater, backoff_seconds, conflict
+from .versioned_update import DEFAULT_MAX_ATTEMPTS, Updater, backoff_seconds, conflict, updated_value
 
 
 class AsyncThreadStorage(ABC):
@@ -79,8 +79,7 @@ class AsyncThreadStorage(ABC):
         for attempt in range(args.max_attempts):
             self._ensure_open()
             current, version = await self._get_versioned(args.key)
-            value = fn(current)
-            check_value(value, self.max_value_bytes)
+            value = updated_value(fn, current, self.max_value_bytes)
             if await self._set_if_version(args.key, args.ttl_seconds, value, args.user_id, args.metadata, version):
                 return value
             await asyncio.sleep(backoff_seconds(attempt))
@@ -104,9 +103,7 @@ class AsyncThreadStorage(ABC):
         return await self._touch(key, seconds)
 
     async def delete_user_threads(self, user_id: str) -> int:
-        if user_id is None:
-            raise StorageTypeError("user_id must be a str")
-        user_id = check_user_id(user_id)
+        user_id = check_owner(user_id)
         self._ensure_open()
         return await self._delete_user_threads(user_id)
 

@@ -8,20 +8,20 @@ from abc import ABC, abstractmethod
 from datetime import timedelta
 from typing import Any, Self
 
-from .errors import StorageClosedError, StorageTypeError
+from .errors import StorageClosedError
 from .thread_info import ThreadInfo
 from .validation import (
     DEFAULT_MAX_VALUE_BYTES,
     check_batch_size,
     check_key,
     check_limit,
+    check_owner,
     check_user_id,
-    check_value,
     ttl_to_seconds,
     validate_set,
     validate_update,
 )
-from .versioned_update import DEFAULT_MAX_ATTEMPTS, Updater, backoff_seconds, conflict
+from .versioned_update import DEFAULT_MAX_ATTEMPTS, Updater, backoff_seconds, conflict, updated_value
 
 #: Threads one erase step of delete_user_threads removes at most, on every
 #: backend: a bounded amount of work per statement (about 40 ms here), far
@@ -102,8 +102,7 @@ class ThreadStorage(ABC):
         for attempt in range(args.max_attempts):
             self._ensure_open()
             current, version = self._get_versioned(args.key)
-            value = fn(current)
-            check_value(value, self.max_value_bytes)
+            value = updated_value(fn, current, self.max_value_bytes)
             if self._set_if_version(args.key, args.ttl_seconds, value, args.user_id, args.metadata, version):
                 return value
             time.sleep(backoff_seconds(attempt))
@@ -134,9 +133,7 @@ class ThreadStorage(ABC):
 
     def delete_user_threads(self, user_id: str) -> int:
         """Erase every thread of ``user_id``, expired ones included; return how many."""
-        if user_id is None:
-            raise StorageTypeError("user_id must be a str")
-        user_id = check_user_id(user_id)
+        user_id = check_owner(user_id)
         self._ensure_open()
         return self._delete_user_threads(user_id)
 

@@ -230,6 +230,13 @@ def check_user_id(user_id: object) -> str | None:
     return check_key(user_id)
 
 
+def check_owner(user_id: object) -> str:
+    """The user_id of delete_user_threads: as any user_id, but required."""
+    if user_id is None:
+        raise StorageTypeError("user_id must be a str")
+    return check_user_id(user_id)  # type: ignore[return-value]
+
+
 def check_metadata(metadata: object) -> dict[str, Any] | None:
     """Return a private copy of ``metadata`` if every backend can store it, else raise.
 

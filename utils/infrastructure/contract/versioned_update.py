@@ -13,11 +13,19 @@ import random
 from collections.abc import Callable
 
 from .errors import StorageConflictError
+from .validation import check_value
 
 #: Attempts before giving up; each failed one means another writer succeeded.
 DEFAULT_MAX_ATTEMPTS = 100
 
 Updater = Callable[[str | None], str]
+
+
+def updated_value(fn: Updater, current: str | None, max_value_bytes: int) -> str:
+    """``fn``'s new text for the thread, checked as a set checks its value."""
+    value = fn(current)
+    check_value(value, max_value_bytes)
+    return value
 
 
 def backoff_seconds(attempt: int) -> float:

@@ -103,6 +103,24 @@ def delete_user_batch_call(user_id: str) -> Call:
     return Call("delete_user_threads_batch", {"p_user_id": user_id, "p_batch_size": USER_ERASE_BATCH}, int)
 
 
+class UserErase:
+    """delete_user_threads as calls of one batch each, each its own transaction, until one comes back short.
+
+    A user with millions of threads is erased in many bounded calls. The
+    caller sends :attr:`call` and hands each answer to :meth:`count` until
+    :attr:`done`; :attr:`total` is then how many threads went.
+    """
+
+    def __init__(self, user_id: str) -> None:
+        self.call = delete_user_batch_call(user_id)
+        self.total = 0
+        self.done = False
+
+    def count(self, deleted: int) -> None:
+        self.total += deleted
+        self.done = deleted < USER_ERASE_BATCH
+
+
 def get_versioned_call(key: str) -> Call:
     return Call("thread_get_versioned", {"p_thread_id": key},
                 lambda r: (_document_or_none(r["data"]), int(r["version"])))

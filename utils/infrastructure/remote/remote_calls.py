@@ -11,13 +11,14 @@ from abc import abstractmethod
 from typing import TYPE_CHECKING, Any
 
 from ..contract.async_base_storage import AsyncThreadStorage
-from ..contract.base_storage import USER_ERASE_BATCH, ThreadStorage
+from ..contract.base_storage import USER_ERASE_BATCH, ThreadStorage  # noqa: F401 - USER_ERASE_BATCH: also a name here for tests
 from ..contract.errors import StorageSchemaError, StorageUnavailableError, StorageValueError
 from ..contract.thread_info import ThreadInfo
 from .function_calls import (  # noqa: F401 - also this module's names for the failover layer and tests
     HEALTH_CALL,
     STATS_CALL,
     Call,
+    UserErase,
     cleanup_call,
     delete_call,
     delete_user_batch_call,
@@ -31,8 +32,8 @@ from .function_calls import (  # noqa: F401 - also this module's names for the f
     unix_time,
 )
 from .near_cache import NearCache
-from .near_cache_calls import PlannedRead, PlannedWrite, near_cache_of, patch_refused, remember_written
-from .schema_fallbacks import instead_of, near_cache_unsupported, warn_near_cache_off
+from .near_cache_calls import PlannedRead, PlannedWrite, near_cache_of
+from .schema_fallbacks import Instead, instead_of, near_cache_unsupported, warn_near_cache_off
 
 if TYPE_CHECKING:
     # Only named: the failover layer hands its spooled writes to replay().
@@ -87,30 +88,27 @@ class RemoteFunctionStorage(ThreadStorage):
 
     def _write(self, key, ttl_seconds, value, user_id, metadata, deadline: float | None = None) -> Any:
         """Store ``value``; return the new expiry as the store answered it (for the failover clock)."""
-        cache = self.near_cache
-        if cache is None:
-            return self._invoke(set_call(key, ttl_seconds, value, user_id, metadata, deadline))["expires_at"]
-        plan = PlannedWrite.of(cache, key, value)
+        write = PlannedWrite.of(self.near_cache, key, ttl_seconds, value, user_id, metadata, deadline)
         try:
-            if plan.patch is not None:
+            if write.patch is not None:
                 try:
-                    answer = self._invoke(plan.patch_call(key, ttl_seconds, value, user_id, metadata, deadline))
-                    if answer is not None:
-                        return remember_written(cache, key, value, answer)
+                    answer = self._invoke(write.patch)
                 except StorageValueError as exc:
-                    patch_refused(key, exc)
-            answer = self._invoke(set_call(key, ttl_seconds, value, user_id, metadata, deadline))
-            return remember_written(cache, key, value, answer)
+                    write.patch_refused(exc)
+                    answer = None
+                if answer is not None:
+                    return write.remember(answer)
+            return write.remember(self._invoke(write.whole()))
         except BaseException:
-            cache.forget(key)  # whether it was written is unknown
+            write.forget()
             raise
 
     def _get(self, key: str) -> str | None:
         cache = self.near_cache
         if cache is None:
-            return self._invoke(get_call(key))
+            return self._invoke(get_call(key))  # nothing to tell the store, nothing to keep
         read = PlannedRead.of(cache, key)
-        return read.remember(cache, key, self._invoke(read.call))
+        return read.remember(self._invoke(read.call))
 
     def _delete(self, key: str) -> bool:
         return self._remove(key)
@@ -133,14 +131,10 @@ class RemoteFunctionStorage(ThreadStorage):
         return self._invoke(touch_call(key, ttl_seconds))
 
     def _delete_user_threads(self, user_id: str) -> int:
-        # One batch per call, each its own transaction, until one comes back
-        # short: a user with millions of threads is erased in many bounded calls.
-        total = 0
-        while True:
-            deleted = self._invoke(delete_user_batch_call(user_id))
-            total += deleted
-            if deleted < USER_ERASE_BATCH:
-                return total
+        erase = UserErase(user_id)
+        while not erase.done:
+            erase.count(self._invoke(erase.call))
+        return erase.total
 
     def _stats(self) -> dict[str, int]:
         return self._invoke(STATS_CALL)
@@ -165,8 +159,7 @@ class RemoteFunctionStorage(ThreadStorage):
         try:
             return call.decode(self._call(call.function, call.params))
         except StorageSchemaError as error:
-            instead = instead_of(call, error)
-            _older_schema(self, f"{call.function}() is missing: {error.detail or error}")
+            instead = _fallback(self, call, error)
             return instead.answer if instead.call is None else self._invoke(instead.call)
 
     @abstractmethod
@@ -187,31 +180,30 @@ class AsyncRemoteFunctionStorage(AsyncThreadStorage):
         return _checked_for_near_cache(self, await self._invoke(HEALTH_CALL))
 
     async def _set(self, key, ttl_seconds, value, user_id, metadata) -> None:
-        cache = self.near_cache
-        if cache is None:
-            await self._invoke(set_call(key, ttl_seconds, value, user_id, metadata))
-            return
-        plan = PlannedWrite.of(cache, key, value)
+        await self._write(key, ttl_seconds, value, user_id, metadata)
+
+    async def _write(self, key, ttl_seconds, value, user_id, metadata, deadline: float | None = None) -> Any:
+        write = PlannedWrite.of(self.near_cache, key, ttl_seconds, value, user_id, metadata, deadline)
         try:
-            if plan.patch is not None:
+            if write.patch is not None:
                 try:
-                    answer = await self._invoke(plan.patch_call(key, ttl_seconds, value, user_id, metadata, None))
-                    if answer is not None:
-                        remember_written(cache, key, value, answer)
-                        return
+                    answer = await self._invoke(write.patch)
                 except StorageValueError as exc:
-                    patch_refused(key, exc)
-            remember_written(cache, key, value, await self._invoke(set_call(key, ttl_seconds, value, user_id, metadata)))
+                    write.patch_refused(exc)
+                    answer = None
+                if answer is not None:
+                    return write.remember(answer)
+            return write.remember(await self._invoke(write.whole()))
         except BaseException:
-            cache.forget(key)
+            write.forget()
             raise
 
     async def _get(self, key: str) -> str | None:
         cache = self.near_cache
         if cache is None:
-            return await self._invoke(get_call(key))
+            return await self._invoke(get_call(key))  # nothing to tell the store, nothing to keep
         read = PlannedRead.of(cache, key)
-        return read.remember(cache, key, await self._invoke(read.call))
+        return read.remember(await self._invoke(read.call))
 
     async def _delete(self, key: str) -> bool:
         self._forget(key)
@@ -231,12 +223,10 @@ class AsyncRemoteFunctionStorage(AsyncThreadStorage):
         return await self._invoke(touch_call(key, ttl_seconds))
 
     async def _delete_user_threads(self, user_id: str) -> int:
-        total = 0
-        while True:
-            deleted = await self._invoke(delete_user_batch_call(user_id))
-            total += deleted
-            if deleted < USER_ERASE_BATCH:
-                return total
+        erase = UserErase(user_id)
+        while not erase.done:
+            erase.count(await self._invoke(erase.call))
+        return erase.total
 
     async def _stats(self) -> dict[str, int]:
         return await self._invoke(STATS_CALL)
@@ -254,8 +244,7 @@ class AsyncRemoteFunctionStorage(AsyncThreadStorage):
         try:
             return call.decode(await self._call(call.function, call.params))
         except StorageSchemaError as error:
-            instead = instead_of(call, error)
-            _older_schema(self, f"{call.function}() is missing: {error.detail or error}")
+            instead = _fallback(self, call, error)
             return instead.answer if instead.call is None else await self._invoke(instead.call)
 
     @abstractmethod
@@ -269,6 +258,14 @@ def _checked_for_near_cache(storage: RemoteFunctionStorage | AsyncRemoteFunction
     if reason is not None and storage.near_cache is not None:
         _older_schema(storage, reason)
     return report
+
+
+def _fallback(storage: RemoteFunctionStorage | AsyncRemoteFunctionStorage, call: Call,
+              error: StorageSchemaError) -> Instead:
+    """The older way to make ``call`` (schema_fallbacks.py), the near cache now off; re-raises ``error`` if none."""
+    instead = instead_of(call, error)
+    _older_schema(storage, f"{call.function}() is missing: {error.detail or error}")
+    return instead
 
 
 def _older_schema(storage: RemoteFunctionStorage | AsyncRemoteFunctionStorage, reason: str) -> None:
