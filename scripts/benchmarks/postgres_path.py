@@ -3,6 +3,13 @@
 
     python scripts/benchmarks/postgres_path.py            # about a minute
     python scripts/benchmarks/postgres_path.py --quick
+    python scripts/benchmarks/postgres_path.py --cpu -1   # unpinned
+
+Client, postmaster (hence the connection's backend) and redis run pinned to
+one core (``--cpu``, default 0), as ``taskset`` would: on two cores the
+scheduler otherwise puts a connection's server process on the client's core
+(about 36 µs a round trip) or the other one (about 110 µs) for the
+connection's life, and a slow placement inflates a baseline.
 
 What the library adds on a get and a set of a 5 KB thread: each round times
 every contender once, in turn, so drift of the machine (another process, the
@@ -142,9 +149,13 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--cpu", type=int, default=0,
+                        help="the core to pin this process, Postgres and redis to (-1: leave it to the scheduler)")
     args = parser.parse_args()
     stack = Stack()
     try:
+        if args.cpu >= 0:
+            stack.pin({args.cpu})
         figures = measure(stack.dsn, stack.redis_port, 5 if args.quick else 15, 100 if args.quick else 400)
     finally:
         stack.close()

@@ -35,7 +35,7 @@ from scripts.benchmarks.measure import Result, throughput, time_calls
 from scripts.benchmarks.network_proxy import Profile, ShapingProxy
 from scripts.benchmarks.postgres_path import RAW_SELECT, RAW_UPSERT
 from scripts.benchmarks.report import print_table, write_chart, write_markdown
-from scripts.benchmarks.stack import Stack
+from scripts.benchmarks.stack import Stack, all_cpus
 from tests.support.documents import document_of_size
 from utils.infrastructure.backends.memory_storage import InMemoryStorage
 from utils.infrastructure.backends.postgres_storage import PostgresStorage
@@ -271,7 +271,10 @@ def main() -> int:
             "postgres, no cache": PostgresStorage(stack.dsn, max_size=4, near_cache=False),
             "supabase, no cache": SupabaseStorage(stack.supabase_url, stack.secret_key, near_cache=False),
         }
+        # Pinned to one core, as postgres_path.py measures (its docstring says why); the rest runs on all.
+        stack.pin({0})
         path = postgres_path.measure(stack.dsn, stack.redis_port, 5 if args.quick else 15, 100 if args.quick else 400)
+        stack.pin(all_cpus())
         results = bench_sizes(stack, backends, args.quick)
         results += bench_mix(backends, args.quick)
         results += count_round_trips(stack, supabase)

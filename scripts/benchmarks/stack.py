@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -68,6 +69,20 @@ class Stack:
             self._reaped.append(reaper.register_process(self._redis))
             _wait_port(self.redis_port)
 
+    def pin(self, cpus: set[int]) -> None:
+        """Run this process, the postmaster (so every backend started from now on), redis and the gateway on ``cpus``.
+
+        What ``taskset -c cpu`` does. On two cores a round trip costs about
+        36 µs when client and server share a core and about 110 µs when they
+        do not, and the scheduler picks either for a connection's life: pinned,
+        every contender of a run pays the same placement. ``all_cpus()`` undoes it.
+        """
+        pids = [0, self.postgres.postmaster_pid, self._gateway.pid]
+        if self._redis is not None:
+            pids.append(self._redis.pid)
+        for pid in pids:
+            os.sched_setaffinity(pid, cpus)
+
     def gateway_requests(self) -> int:
         return sum(httpx.get(self.supabase_url + COUNTS_PATH).json().values())
 
@@ -79,6 +94,10 @@ class Stack:
         for token in self._reaped:
             reaper.unregister(token)
         self.postgres.cleanup()
+
+
+def all_cpus() -> set[int]:
+    return set(range(os.cpu_count() or 1))
 
 
 def _wait_port(port: int, timeout: float = 10) -> None:

@@ -122,6 +122,11 @@ class PostgresServer:
         self._started = True
         self._wait_ready()
 
+    @property
+    def postmaster_pid(self) -> int:
+        """The server's first process: every backend it starts later is a fork of it."""
+        return int((self.datadir / "postmaster.pid").read_text().split("\n", 1)[0])
+
     def _stop_left_behind(self) -> None:
         # pg_ctl, not a signal to our child: pg_ctl start detached the server from this process.
         self._run("pg_ctl", "-D", str(self.datadir), "-m", "immediate", "-w", "stop", check=False)
