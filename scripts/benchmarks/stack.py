@@ -32,16 +32,18 @@ class Stack:
     """A durable Postgres (fsync on) set up like Supabase's, the RPC gateway as a process of its own,
     and redis-server if installed."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: dict[str, str] | None = None) -> None:
         # Set up as Supabase sets up a project (see tests/support/supabase_init.sql);
         # the postgres backend connects as the project owner, as users do.
-        self.postgres = PostgresServer(durable=True, superuser="supabase_admin", settings=PG_CRON_SETTINGS).start()
+        self.postgres = PostgresServer(durable=True, superuser="supabase_admin",
+                                       settings={**PG_CRON_SETTINGS, **(settings or {})}).start()
         with self.postgres.connect() as admin:
             prepare_supabase_database(admin)
             self.postgres_version = admin.execute("show server_version").fetchone()[0]
         with self.postgres.connect(user="postgres") as owner:
             apply_sql(owner)
         self.dsn = self.postgres.dsn_for("postgres", user="postgres", password=PASSWORD)
+        self.admin_dsn = self.postgres.dsn_for("postgres", password=PASSWORD)
         port = free_port()
         self._gateway = subprocess.Popen(
             [sys.executable, "-m", "tests.support.rpc_gateway", "--port", str(port), "--jwt-secret", JWT_SECRET,
@@ -68,6 +70,14 @@ class Stack:
             )
             self._reaped.append(reaper.register_process(self._redis))
             _wait_port(self.redis_port)
+
+    @property
+    def gateway_pid(self) -> int:
+        return self._gateway.pid
+
+    @property
+    def redis_pid(self) -> int | None:
+        return self._redis.pid if self._redis is not None else None
 
     def pin(self, cpus: set[int]) -> None:
         """Run this process, the postmaster (so every backend started from now on), redis and the gateway on ``cpus``.

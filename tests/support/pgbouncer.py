@@ -37,6 +37,11 @@ class PgBouncer:
     def dsn_for(self, dbname: str = "postgres") -> str:
         return f"postgresql://postgres:{PASSWORD}@127.0.0.1:{self.port}/{dbname}"
 
+    @property
+    def pid(self) -> int:
+        assert self._process is not None, "started"
+        return self._process.pid
+
     def start(self) -> Self:
         binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
         (self.root / "users.txt").write_text(f'"postgres" "{PASSWORD}"\n')
