@@ -52,6 +52,21 @@ _PARTS = re.compile(r"-?([0-9]+)(?:\.([0-9]+))?(?:[eE]([-+]?[0-9]+))?")
 # Valid JSON only: a string is quote, non-quotes and escapes, quote.
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
 
+# Where a risky token may be, found without reading the tokens. Its UTF-8
+# bytes mapped to four classes, a number token with an exponent reads
+# "s0...0e": before a value come "[", "," or ":" and whitespace ("s"); its
+# sign, digits and point are "0"; then "e" or "E". A token without one is
+# risky only with 300 of those in a row. Strings can read so too: then the
+# tokens are read, as they are whenever this finds something.
+_CLASSES = bytes(
+    48 if chr(c) in "0123456789.-" else 101 if chr(c) in "eE" else 115 if chr(c) in "[,: \t\n\r" else 120
+    for c in range(256)
+)
+_EXPONENT_AFTER_VALUE_START = re.compile(rb"0(?<=s0)0*e")
+# Under 100 bytes, a needle is searched for without first being analysed.
+_PART_OF_LONG = b"0" * 99
+_AS_LONG = b"0" * _LONG
+
 
 def check_numbers(
     text: str, max_bytes: int, what: str = "value", *, size_bound: int | None = None, ints: bool = True
@@ -97,6 +112,8 @@ _scanners = _Scanners()
 
 def _risky_tokens(text: str, ints: bool) -> list[str]:
     """The number tokens that may print longer than written or break the rule."""
+    if not _may_hold_risky(text):
+        return []
     tokens = _scanners.tokens
     try:
         (_scanners.numbers if ints else _scanners.floats).decode(text)
@@ -106,6 +123,21 @@ def _risky_tokens(text: str, ints: bool) -> list[str]:
         return _RISKY.findall(_STRING.sub('""', text))
     finally:
         tokens.clear()
+
+
+def _may_hold_risky(text: str) -> bool:
+    """False only when no number token of the valid JSON ``text`` is risky.
+
+    Nearly every document has neither an exponent nor 300 digits in a row,
+    and finding so costs a fraction of reading every token.
+    """
+    # Cheap after orjson has read the text: it keeps the UTF-8 with the str.
+    classes = text.encode("utf-8", "surrogatepass").translate(_CLASSES)
+    return (
+        classes.startswith(b"0")  # a number alone, without whitespace before it
+        or _EXPONENT_AFTER_VALUE_START.search(classes) is not None
+        or (_PART_OF_LONG in classes and _AS_LONG in classes)
+    )
 
 
 def _growth(token: str, what: str) -> int:
