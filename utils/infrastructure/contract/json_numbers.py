@@ -52,17 +52,23 @@ _PARTS = re.compile(r"-?([0-9]+)(?:\.([0-9]+))?(?:[eE]([-+]?[0-9]+))?")
 # Valid JSON only: a string is quote, non-quotes and escapes, quote.
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
 
-# Where a risky token may be, found without reading the tokens. Its UTF-8
-# bytes mapped to four classes, a number token with an exponent reads
-# "s0...0e": before a value come "[", "," or ":" and whitespace ("s"); its
-# sign, digits and point are "0"; then "e" or "E". A token without one is
-# risky only with 300 of those in a row. Strings can read so too: then the
-# tokens are read, as they are whenever this finds something.
-_CLASSES = bytes(
-    48 if chr(c) in "0123456789.-" else 101 if chr(c) in "eE" else 115 if chr(c) in "[,: \t\n\r" else 120
-    for c in range(256)
-)
-_EXPONENT_AFTER_VALUE_START = re.compile(rb"0(?<=s0)0*e")
+# Where a risky token may be, found without reading the tokens: its UTF-8
+# bytes with only these kept, as classes. A number token with an exponent
+# then reads "s0...0e": before a value come "[", "," or ":" ("s", whitespace
+# dropped); its sign, digits and point are "0"; then "e" or "E". A token
+# without one is risky only with 300 of those in a row. Dropping the rest
+# joins bytes it separated, so more may be found, never less; a quote ("q")
+# stays, or every string starting with a digit would be found. Whatever is
+# found (in a string too) has the tokens read.
+_KEPT = {
+    **dict.fromkeys(b"0123456789.-", ord("0")),
+    **dict.fromkeys(b"eE", ord("e")),
+    **dict.fromkeys(b"[,:", ord("s")),
+    ord('"'): ord("q"),
+}
+_CLASSES = bytes(_KEPT.get(c, c) for c in range(256))
+_DROPPED = bytes(c for c in range(256) if c not in _KEPT)
+_EXPONENT_AFTER_VALUE_START = re.compile(rb"s00*e")
 # Under 100 bytes, a needle is searched for without first being analysed.
 _PART_OF_LONG = b"0" * 99
 _AS_LONG = b"0" * _LONG
@@ -132,9 +138,9 @@ def _may_hold_risky(text: str) -> bool:
     and finding so costs a fraction of reading every token.
     """
     # Cheap after orjson has read the text: it keeps the UTF-8 with the str.
-    classes = text.encode("utf-8", "surrogatepass").translate(_CLASSES)
+    classes = text.encode("utf-8", "surrogatepass").translate(_CLASSES, _DROPPED)
     return (
-        classes.startswith(b"0")  # a number alone, without whitespace before it
+        classes.startswith(b"0")  # the text is a number
         or _EXPONENT_AFTER_VALUE_START.search(classes) is not None
         or (_PART_OF_LONG in classes and _AS_LONG in classes)
     )
