@@ -15,6 +15,7 @@ import json
 import re
 from decimal import Decimal
 
+import orjson
 import psycopg
 import pytest
 from hypothesis import given, settings
@@ -25,6 +26,7 @@ from utils.infrastructure.backends.memory_storage import InMemoryStorage
 from utils.infrastructure.backends.postgres_storage import PostgresStorage
 from utils.infrastructure.backends.sqlite_storage import SQLiteStorage
 from utils.infrastructure.backends.supabase_storage import SupabaseStorage
+from utils.infrastructure.contract import json_numbers
 from utils.infrastructure.contract.errors import StorageError, StorageValueError
 from utils.infrastructure.contract.json_numbers import check_numbers
 from utils.infrastructure.contract.validation import DEFAULT_MAX_VALUE_BYTES, check_value
@@ -148,6 +150,66 @@ def test_nesting_too_deep_for_the_standard_scanner(inner, refused):
         check_value(document, printed)
         with pytest.raises(StorageValueError, match="read back"):
             check_value(document, printed - 1)
+
+
+def _answer(text: str, limit: int, ints: bool) -> str:
+    try:
+        check_numbers(text, limit, ints=ints)
+    except StorageValueError as exc:
+        return str(exc)
+    return "accepted"
+
+
+def _answers_both_ways(text: str, limit: int, ints: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
+    """The rule's answer as it is, and with every token read (no shortcut taken)."""
+    quick = _answer(text, limit, ints)
+    with monkeypatch.context() as patched:
+        patched.setattr(json_numbers, "_may_hold_risky", lambda _text: True)
+        read = _answer(text, limit, ints)
+    return quick, read
+
+
+# Texts where a look at the characters, not the tokens, could be mistaken.
+LOOKALIKES = [
+    '{"a": "1e-400"}',  # an exponent only inside a string
+    '{"a": "x, 1e-400, 2E+999"}',  # one a value would follow, inside a string
+    '{"a": "x\\", 1e-400, \\"", "b": 1}',  # ... behind an escaped quote
+    '{"a": "\\\\", "b": 1e-400}',  # an escaped backslash ends the string: a token
+    '{"a": 1e-400, "a": 1}',  # under a repeated key, dropped by every reader
+    '{"a": [1, 2], "a": {"b": -1E-400}}',
+    '{"e3e70682": "e3e70682-c209-4cac-629f-6fbed82c07cd", "n": 3e-400}',
+    '{"\\u00e9": "caf\\u00e9", "n": 1234}',
+    "1e-400",
+    "-1e-400",
+    " \n1E-400 ",
+    "[\n\t-2.5e-400]",
+    "[0,-0.0e-16384]",
+    '{"a":\r\n 1e400}',
+    '{"n": 1.5, "t": true, "f": false, "z": null, "e": -0.25}',
+    '{"long": "' + "1" * 400 + '", "n": 1}',
+    '{"long": ' + "1" * 400 + "}",
+    '{"long": -' + "1" * 299 + "}",
+    '{"long": ' + "1" * 299 + ".5}",
+    "[" + "0." + "0" * 330 + "1]",
+    '["1-2e3", "-e", "0e", 12e3]',
+]
+
+
+@pytest.mark.parametrize("text", LOOKALIKES)
+@pytest.mark.parametrize("limit", [40, DEFAULT_MAX_VALUE_BYTES])
+@pytest.mark.parametrize("ints", [True, False])
+def test_the_shortcut_answers_as_reading_every_token(text, limit, ints, monkeypatch):
+    json.loads(text)  # each is JSON
+    quick, read = _answers_both_ways(text, limit, ints, monkeypatch)
+    assert quick == read
+
+
+def test_the_shortcut_finds_exponents_wherever_a_value_starts():
+    for text in ('{"a": 1e5}', "[1e5]", "[0, 1E5]", '{"a":\n -1.0e-5}', "1e5", " 1e5", "[" * 5 + "2e0" + "]" * 5):
+        assert json_numbers._may_hold_risky(text), text
+    assert json_numbers._may_hold_risky("[" + "9" * 300 + "]")
+    for text in ('{"a": "e3e7", "b": 0.5, "c": [1234, -567]}', '"caf\\u00e9 b3e"', "[" + "9" * 299 + "]"):
+        assert not json_numbers._may_hold_risky(text), text
 
 
 # -- generated documents ----------------------------------------------------
@@ -276,6 +338,21 @@ def test_both_ways_of_reading_numbers_agree(document, limit):
         except StorageValueError:
             outcomes.append("refused")
     assert outcomes[0] == outcomes[1]
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(DOCUMENTS, st.sampled_from([300, 3000, LIMIT]), st.booleans())
+def test_the_shortcut_agrees_with_reading_every_token(document, limit, ints):
+    # check_numbers is given texts orjson or the standard library reads;
+    # ints=False only for those orjson reads (it refuses larger integers).
+    if not ints:
+        try:
+            orjson.loads(document)
+        except orjson.JSONDecodeError:
+            return
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        quick, read = _answers_both_ways(document, limit, ints, monkeypatch)
+    assert quick == read
 
 
 @pytest.fixture(scope="module")

@@ -54,9 +54,11 @@ def conversation_document(turns: int, chars_per_turn: int = 2000, *, seed: int =
 
 
 def document_of_size(target_bytes: int, *, seed: int = 0) -> str:
-    """A conversation document of about ``target_bytes`` bytes."""
+    """A conversation document of about ``target_bytes`` bytes (1.2 KB at least)."""
     per_turn = 2000
     turns = max(2, target_bytes // (per_turn + 250))
+    if target_bytes < 2 * (per_turn + 250):  # two shorter turns
+        per_turn = max(50, (target_bytes - 1000) // 2)
     return conversation_document(turns, per_turn, seed=seed)
 
 

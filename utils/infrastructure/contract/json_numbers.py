@@ -52,6 +52,27 @@ _PARTS = re.compile(r"-?([0-9]+)(?:\.([0-9]+))?(?:[eE]([-+]?[0-9]+))?")
 # Valid JSON only: a string is quote, non-quotes and escapes, quote.
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
 
+# Where a risky token may be, found without reading the tokens: its UTF-8
+# bytes with only these kept, as classes. A number token with an exponent
+# then reads "s0...0e": before a value come "[", "," or ":" ("s", whitespace
+# dropped); its sign, digits and point are "0"; then "e" or "E". A token
+# without one is risky only with 300 of those in a row. Dropping the rest
+# joins bytes it separated, so more may be found, never less; a quote ("q")
+# stays, or every string starting with a digit would be found. Whatever is
+# found (in a string too) has the tokens read.
+_KEPT = {
+    **dict.fromkeys(b"0123456789.-", ord("0")),
+    **dict.fromkeys(b"eE", ord("e")),
+    **dict.fromkeys(b"[,:", ord("s")),
+    ord('"'): ord("q"),
+}
+_CLASSES = bytes(_KEPT.get(c, c) for c in range(256))
+_DROPPED = bytes(c for c in range(256) if c not in _KEPT)
+_EXPONENT_AFTER_VALUE_START = re.compile(rb"s00*e")
+# Under 100 bytes, a needle is searched for without first being analysed.
+_PART_OF_LONG = b"0" * 99
+_AS_LONG = b"0" * _LONG
+
 
 def check_numbers(
     text: str, max_bytes: int, what: str = "value", *, size_bound: int | None = None, ints: bool = True
@@ -97,6 +118,8 @@ _scanners = _Scanners()
 
 def _risky_tokens(text: str, ints: bool) -> list[str]:
     """The number tokens that may print longer than written or break the rule."""
+    if not _may_hold_risky(text):
+        return []
     tokens = _scanners.tokens
     try:
         (_scanners.numbers if ints else _scanners.floats).decode(text)
@@ -106,6 +129,21 @@ def _risky_tokens(text: str, ints: bool) -> list[str]:
         return _RISKY.findall(_STRING.sub('""', text))
     finally:
         tokens.clear()
+
+
+def _may_hold_risky(text: str) -> bool:
+    """False only when no number token of the valid JSON ``text`` is risky.
+
+    Nearly every document has neither an exponent nor 300 digits in a row,
+    and finding so costs a fraction of reading every token.
+    """
+    # Cheap after orjson has read the text: it keeps the UTF-8 with the str.
+    classes = text.encode("utf-8", "surrogatepass").translate(_CLASSES, _DROPPED)
+    return (
+        classes.startswith(b"0")  # the text is a number
+        or _EXPONENT_AFTER_VALUE_START.search(classes) is not None
+        or (_PART_OF_LONG in classes and _AS_LONG in classes)
+    )
 
 
 def _growth(token: str, what: str) -> int:
