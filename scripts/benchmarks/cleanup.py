@@ -17,7 +17,7 @@ round, so the machine's other load falls on each alike.
 
 Documents: ``small`` is what run.py's bench_cleanup writes ('{"turns": []}',
 keys thread:old-N, one expiry for all); ``pal`` is a pool of 500 documents
-of 2 to 6 KB of turns (TOASTed), random uuid keys, 30% without a user and
+of 2 to 6 KB of turns (stored compressed, about 3.3 KB of text on average), random uuid keys, 30% without a user and
 expiries spread over the last hour.
 
 Functions: ``now`` is public.cleanup_expired_threads as sql/ has it;
@@ -148,20 +148,22 @@ def sweep(server: PostgresServer, run: int, function: str, batch: int) -> dict:
     deleted = 0
     with psycopg.connect(dsn, autocommit=True) as conn:
         wal_before = conn.execute("select pg_current_wal_lsn()").fetchone()[0]
-        thread = threading.Thread(target=read)
+        thread = threading.Thread(target=read, daemon=True)
         thread.start()
         statement = f"select {function}(%s)"
         started = time.perf_counter()
-        while True:
-            t0 = time.perf_counter()
-            count = conn.execute(statement, (batch,), prepare=True).fetchone()[0]
-            calls.append(time.perf_counter() - t0)
-            deleted += count
-            if count < batch:
-                break
-        seconds = time.perf_counter() - started
-        done.set()
-        thread.join()
+        try:
+            while True:
+                t0 = time.perf_counter()
+                count = conn.execute(statement, (batch,), prepare=True).fetchone()[0]
+                calls.append(time.perf_counter() - t0)
+                deleted += count
+                if count < batch:
+                    break
+            seconds = time.perf_counter() - started
+        finally:
+            done.set()
+            thread.join()
         wal = conn.execute("select pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", (wal_before,)).fetchone()[0]
         left = conn.execute("select count(*) from public.conversation_threads where expires_at <= now()").fetchone()[0]
         buried = conn.execute("select count(*) from public.conversation_thread_tombstones").fetchone()[0]

@@ -265,8 +265,8 @@ begin
     -- conversation_thread_tombstones_written_at_idx that stops at the first
     -- tombstone inside the retention, and the array of row ids a TID scan.
     -- Planned as a scan of the whole table (a join on ctid, no order), each
-    -- call read every tombstone: at a 1,000,000-row backlog, that was most
-    -- of the difference from the cleanup before tombstones.
+    -- call read every tombstone: up to a quarter of a 1,000,000-row
+    -- sweep's time (docs/performance.md).
     delete from public.conversation_thread_tombstones b
      where b.ctid = any (array(
                select o.ctid
