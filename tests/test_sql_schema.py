@@ -171,3 +171,35 @@ def test_thread_set_refuses_a_non_positive_ttl(supabase_db, ttl):
 
     with pytest.raises(psycopg.errors.InvalidParameterValue), supabase_db.transaction():
         supabase_db.execute("select public.thread_set('thread:ttl', '{}', %s)", (ttl,))
+
+
+def test_cleanup_reaches_tombstones_through_their_index_only(supabase_db):
+    # A sweep adds a batch of tombstones per call, faster than autoanalyze
+    # sees them: however stale the statistics, neither the purge nor the
+    # burial may read the whole tombstone table on every call.
+    conn = supabase_db
+    conn.execute("insert into public.conversation_thread_tombstones (thread_id, written_at)"
+                 " select 'thread:recent-' || i, now() - interval '1 hour' from generate_series(1, 100000) i")
+    conn.execute("insert into public.conversation_thread_tombstones (thread_id, written_at)"
+                 " select 'thread:past-' || i, now() - interval '31 days' from generate_series(1, 30) i")
+    conn.execute("insert into public.conversation_threads (thread_id, conversation_data, expires_at, updated_at)"
+                 " select 'thread:gone-' || i, '{}', now() - interval '1 minute', now() - interval '2 hours'"
+                 " from generate_series(1, 40) i")
+    tombstones = ("select count(*) filter (where thread_id like 'thread:past-%'),"
+                  " count(*) filter (where thread_id like 'thread:gone-%' and written_at < now() - interval '1 hour')"
+                  " from public.conversation_thread_tombstones")
+    try:
+        with conn.transaction():
+            for _ in range(100):
+                if conn.execute("select public.cleanup_expired_threads(25)").fetchone()[0] < 25:
+                    break
+            [scans] = conn.execute("select seq_scan from pg_stat_xact_user_tables"
+                                   " where relid = 'public.conversation_thread_tombstones'::regclass").fetchone()
+        assert scans == 0
+        assert conn.execute(tombstones).fetchone() == (0, 40)
+        assert conn.execute("select count(*) from public.conversation_threads"
+                            " where thread_id like 'thread:gone-%'").fetchone() == (0,)
+    finally:
+        conn.execute("delete from public.conversation_threads where thread_id like 'thread:gone-%'")
+        conn.execute("delete from public.conversation_thread_tombstones where thread_id like 'thread:recent-%'"
+                     " or thread_id like 'thread:past-%' or thread_id like 'thread:gone-%'")
