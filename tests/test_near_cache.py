@@ -207,14 +207,27 @@ def test_touch_keeps_the_version_a_write_moves_it(sql):
 
 # -- bytes on the wire ----------------------------------------------------------------------
 
-@pytest.fixture
-def shaped_postgres(postgres_server, postgres_dsn):
-    """A PostgresStorage whose traffic goes through a counting proxy."""
+def _shaped(postgres_server, postgres_dsn, near_cache):
     with ShapingProxy(postgres_server.port, "LAN 1 ms") as proxy:
         dsn = postgres_dsn.replace(f":{postgres_server.port}/", f":{proxy.port}/")
         assert dsn != postgres_dsn
-        with PostgresStorage(dsn, max_size=1) as storage:
+        with PostgresStorage(dsn, max_size=1, near_cache=near_cache) as storage:
             yield storage, proxy
+
+
+@pytest.fixture
+def shaped_postgres(postgres_server, postgres_dsn):
+    """A PostgresStorage whose traffic goes through a counting proxy, with the cache a remote server gets.
+
+    The proxy listens on loopback, where the default cache would only keep versions.
+    """
+    yield from _shaped(postgres_server, postgres_dsn, NearCache())
+
+
+@pytest.fixture
+def shaped_local_postgres(postgres_server, postgres_dsn):
+    """The same with the default cache, which knows the server is on this machine."""
+    yield from _shaped(postgres_server, postgres_dsn, True)
 
 
 def test_an_unchanged_thread_crosses_the_wire_as_its_version(shaped_postgres):
@@ -237,6 +250,25 @@ def test_a_turn_appended_to_a_held_thread_sends_only_the_turn(shaped_postgres):
     storage.setex("thread:turn", TTL, new)
     assert proxy.counters().bytes_to_server < (len(new) - len(document)) + 2000
     assert json.loads(storage.get("thread:turn")) == json.loads(new)
+
+
+def test_a_server_on_this_machine_gets_whole_writes_and_versions_for_unchanged_threads(shaped_local_postgres):
+    storage, proxy = shaped_local_postgres
+    assert storage.near_cache is not None and not storage.near_cache.saves_bytes
+    document = conversation_document(50)
+    storage.setex("thread:local", TTL, document)
+    new = next_turn(document)
+    proxy.reset()
+    storage.setex("thread:local", TTL, new)
+    assert proxy.counters().bytes_to_server > len(new)  # no patch: finding it costs more than loopback's bytes
+    proxy.reset()
+    printed = storage.get("thread:local")
+    assert proxy.counters().bytes_to_client > len(new) // 2  # read back whole, no MD5 of a local rendering
+    assert json.loads(printed) == json.loads(new)
+    proxy.reset()
+    assert storage.get("thread:local") == printed
+    moved = proxy.counters()
+    assert moved.bytes_to_client + moved.bytes_to_server < 1000  # held as the store printed it: the version
 
 
 @pytest.mark.parametrize("call", [

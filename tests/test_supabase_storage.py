@@ -18,6 +18,7 @@ from tests.support.waiting import wait_until
 from utils.infrastructure.backends.supabase_storage import SupabaseStorage
 from utils.infrastructure.contract.errors import StorageUnavailableError
 from utils.infrastructure.contract.json_envelope import MARKER, to_stored
+from utils.infrastructure.remote.near_cache import NearCache
 
 
 @pytest.fixture
@@ -47,7 +48,9 @@ def _row_count(project) -> int:
 def test_each_operation_is_exactly_one_http_request(supabase_project, cached):
     gateway = supabase_project.gateway
     big = conversation_document(20)
-    storage = SupabaseStorage(supabase_project.url, supabase_project.secret_key, near_cache=cached)
+    # The gateway is on loopback: a cache given explicitly patches as for a project elsewhere.
+    storage = SupabaseStorage(supabase_project.url, supabase_project.secret_key,
+                              near_cache=NearCache() if cached else False)
     operations = [
         ("thread_put", lambda: storage.setex("thread:one", 60, '{"a": 1}')),
         ("thread_fetch" if cached else "thread_get", lambda: storage.get("thread:one")),

@@ -111,10 +111,16 @@ def warm_up(storage, n: int) -> None:
 
 
 def cache_options(mode: str) -> dict | None:
-    """Keyword arguments for ``near_cache``; None when this library version has no near cache."""
+    """Keyword arguments for ``near_cache`` (a new cache each call); None when this library version has none."""
     accepts = all("near_cache" in inspect.signature(cls).parameters for cls in BACKENDS.values())
     if accepts:
-        return {"near_cache": mode == "on"}
+        if mode == "off":
+            return {"near_cache": False}
+        # The proxy listens on loopback, for which the default cache only keeps
+        # versions: give the cache a server across a network gets by default.
+        from utils.infrastructure.remote.near_cache import NearCache
+
+        return {"near_cache": NearCache()}
     return {} if mode == "off" else None
 
 
@@ -267,9 +273,9 @@ def main() -> int:
                 storages = {
                     # transaction_pooler=False: the proxy's port says nothing about a pooler.
                     "postgres": PostgresStorage(make_conninfo(stack.dsn, port=pg_proxy.port),
-                                                transaction_pooler=False, **options[mode]),
+                                                transaction_pooler=False, **cache_options(mode)),
                     "supabase": SupabaseStorage(f"http://127.0.0.1:{gw_proxy.port}", stack.secret_key,
-                                                **options[mode]),
+                                                **cache_options(mode)),
                 }
                 try:
                     for name in profiles:

@@ -12,13 +12,14 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from postgrest.exceptions import APIError
 from supabase import AsyncClientOptions, ClientOptions, acreate_client, create_client
 
 from ..contract.errors import StorageConfigurationError, StorageUnavailableError
-from ..remote.near_cache import NearCache
+from ..remote.near_cache import NearCache, local_server
 from ..remote.remote_calls import AsyncRemoteFunctionStorage, RemoteFunctionStorage
 from .sql_errors import error_for_code, error_for_status
 from .supabase_keys import legacy_key_advice, require_service_key
@@ -101,6 +102,13 @@ def _translated_errors(url: str, function: str) -> Iterator[None]:
         raise error_for_code(exc.code, exc.message, operation=function, where="Supabase") from exc
 
 
+def _local_url(url: str) -> bool:
+    try:
+        return local_server(urlsplit(url).hostname or "")
+    except ValueError:
+        return False
+
+
 def _unusable_url(url: str, exc: Exception) -> StorageConfigurationError:
     return StorageConfigurationError(f"SUPABASE_URL={url!r} is not usable by the Supabase client: {exc}")
 
@@ -126,7 +134,8 @@ class SupabaseStorage(RemoteFunctionStorage):
         near_cache: bool | NearCache = True,
     ) -> None:
         _check_key(key)
-        super().__init__(max_value_bytes=max_value_bytes, near_cache=near_cache)
+        super().__init__(max_value_bytes=max_value_bytes, near_cache=near_cache,
+                         local_server=_local_url(url))
         self.url = url
         # PostgREST may start a request after this client gave up on it (it
         # queues for a database connection), but not after the deadline sent.
@@ -160,7 +169,8 @@ class AsyncSupabaseStorage(AsyncRemoteFunctionStorage):
 
     def __init__(self, url: str, client: Any, http: httpx.AsyncClient, *, max_value_bytes: int | None = None,
                  near_cache: bool | NearCache = True):
-        super().__init__(max_value_bytes=max_value_bytes, near_cache=near_cache)
+        super().__init__(max_value_bytes=max_value_bytes, near_cache=near_cache,
+                         local_server=_local_url(url))
         self.url = url
         self._client = client
         self._http = http

@@ -48,10 +48,11 @@ class RemoteFunctionStorage(ThreadStorage):
     #: pooler queued); 0 when it cannot run after the call failed.
     late_start_seconds = 0.0
 
-    def __init__(self, *, max_value_bytes: int | None = None, near_cache: bool | NearCache | None = True) -> None:
+    def __init__(self, *, max_value_bytes: int | None = None, near_cache: bool | NearCache | None = True,
+                 local_server: bool = False) -> None:
         super().__init__(max_value_bytes=max_value_bytes)
-        #: None when off; see near_cache.py.
-        self.near_cache = near_cache_of(near_cache)
+        #: None when off; see near_cache.py (``local_server``: the server runs on this machine).
+        self.near_cache = near_cache_of(near_cache, local=local_server)
         #: Why this store runs the way of an older schema (schema_fallbacks.py), once it does.
         self.older_schema: str | None = None
         #: Why the failover layer that should wrap this store could not start (its spool), if so.
@@ -170,9 +171,10 @@ class RemoteFunctionStorage(ThreadStorage):
 class AsyncRemoteFunctionStorage(AsyncThreadStorage):
     """The asyncio twin of :class:`RemoteFunctionStorage`."""
 
-    def __init__(self, *, max_value_bytes: int | None = None, near_cache: bool | NearCache | None = True) -> None:
+    def __init__(self, *, max_value_bytes: int | None = None, near_cache: bool | NearCache | None = True,
+                 local_server: bool = False) -> None:
         super().__init__(max_value_bytes=max_value_bytes)
-        self.near_cache = near_cache_of(near_cache)
+        self.near_cache = near_cache_of(near_cache, local=local_server)
         self.older_schema: str | None = None
 
     async def health(self) -> dict[str, Any]:
