@@ -1,7 +1,7 @@
-"""Which servers the default near cache saves bytes for: any but one on this machine.
+"""Which servers get the default near cache: any but one on this machine.
 
-On loopback the cache's own work (diffing, printing, MD5) costs more than the
-bytes it saves, so a store for a local server keeps only versions.
+On loopback the cache's own work (diffing, printing, MD5, a document inside
+a JSON answer) costs more than the bytes it saves.
 """
 
 from __future__ import annotations
@@ -48,24 +48,30 @@ def test_with_no_host_libpq_takes_pghost(monkeypatch):
     assert runs_locally("dbname=postgres")  # libpq's Unix socket
 
 
-@pytest.mark.parametrize(("url", "saves_bytes"), [
+@pytest.mark.parametrize(("url", "cached"), [
     ("http://127.0.0.1:54321", False), ("http://localhost:54321", False),
     ("https://abcdefghijklmnop.supabase.co", True),
 ])
-def test_the_default_cache_saves_bytes_only_for_a_server_elsewhere(url, saves_bytes):
+def test_a_supabase_project_elsewhere_gets_the_cache(url, cached):
     with SupabaseStorage(url, SECRET_KEY) as storage:
-        assert storage.near_cache is not None and storage.near_cache.saves_bytes is saves_bytes
+        assert (storage.near_cache is not None) is cached
+    with SupabaseStorage(url, SECRET_KEY, near_cache=False) as storage:
+        assert storage.near_cache is None
 
 
-def test_a_postgres_server_elsewhere_gets_the_whole_cache():
+def test_a_postgres_server_elsewhere_gets_the_cache():
     # TEST-NET-1: nothing answers; the pool connects in the background and is closed at once.
     with PostgresStorage("postgresql://postgres:pw@192.0.2.1:5432/postgres", connect_timeout=1) as storage:
-        assert storage.near_cache is not None and storage.near_cache.saves_bytes
+        assert storage.near_cache is not None
     with PostgresStorage("postgresql://postgres:pw@127.0.0.1:9/postgres", connect_timeout=1) as storage:
-        assert storage.near_cache is not None and not storage.near_cache.saves_bytes
+        assert storage.near_cache is None
 
 
-def test_a_cache_given_explicitly_is_kept_as_given():
+def test_a_cache_asked_for_is_kept_for_a_local_server_too():
     cache = NearCache()
     with PostgresStorage("postgresql://postgres:pw@127.0.0.1:9/postgres", near_cache=cache) as storage:
-        assert storage.near_cache is cache and cache.saves_bytes
+        assert storage.near_cache is cache
+    with PostgresStorage("postgresql://postgres:pw@127.0.0.1:9/postgres", near_cache=True) as storage:
+        assert storage.near_cache is not None
+    with SupabaseStorage("http://127.0.0.1:54321", SECRET_KEY, near_cache=True) as storage:
+        assert storage.near_cache is not None

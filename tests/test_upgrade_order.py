@@ -47,9 +47,10 @@ def database(postgres_server):
 
 
 def _daemon(dsn: str, tmp_path: Path):
+    # The near cache asked for, as a daemon reaching a server elsewhere has it.
     return create_storage(load_settings({
         "CONVERSATION_STORAGE_BACKEND": "postgres", "DATABASE_URL": dsn,
-        "CONVERSATION_SPOOL_PATH": str(tmp_path / "spool.sqlite3"),
+        "CONVERSATION_SPOOL_PATH": str(tmp_path / "spool.sqlite3"), "CONVERSATION_NEAR_CACHE": "true",
     }))
 
 
@@ -169,7 +170,7 @@ def test_functions_newer_than_postgrests_schema_cache_are_not_needed(caplog):
             owner.execute("notify pgrst, 'reload schema'")  # the schema version 7 the daemons ran on
         with project.connect_as_owner() as owner:
             apply_sql(owner)  # migrate to today's layout, no reload
-        with SupabaseStorage(project.url, project.secret_key) as storage:
+        with SupabaseStorage(project.url, project.secret_key, near_cache=True) as storage:
             assert storage.health()["schema_version"] == SCHEMA_VERSION
             with caplog.at_level(logging.WARNING, logger="conversation_storage"):
                 assert _pal_exchange(storage) == EXCHANGED
@@ -177,7 +178,7 @@ def test_functions_newer_than_postgrests_schema_cache_are_not_needed(caplog):
             assert "thread_put() is missing" in caplog.text and "PGRST202" in caplog.text
         with project.connect() as admin:
             admin.execute("notify pgrst, 'reload schema'")
-        with SupabaseStorage(project.url, project.secret_key) as storage:
+        with SupabaseStorage(project.url, project.secret_key, near_cache=True) as storage:
             assert _pal_exchange(storage) == EXCHANGED
             assert storage.near_cache is not None
     finally:

@@ -312,7 +312,8 @@ def targets(stack, bouncer, paths: list[str]) -> list[dict]:
 def _label(row: dict) -> str:
     if row["cache"] is None:
         return row["path"]
-    return f"{row['path']}, near cache {'on' if row['cache'] else 'off'}"
+    # Every server here is on loopback, where the default is no near cache.
+    return f"{row['path']}, near cache {'on' if row['cache'] else 'off (the default here)'}"
 
 
 def markdown(rows: list[dict], info: dict) -> list[str]:

@@ -258,8 +258,9 @@ def main() -> int:
     stack = Stack()
     tmp = tempfile.TemporaryDirectory()
     try:
-        postgres = PostgresStorage(stack.dsn, max_size=4)
-        supabase = SupabaseStorage(stack.supabase_url, stack.secret_key)
+        # The near cache asked for: for a server on loopback the default has none.
+        postgres = PostgresStorage(stack.dsn, max_size=4, near_cache=True)
+        supabase = SupabaseStorage(stack.supabase_url, stack.secret_key, near_cache=True)
         backends = {
             "memory": InMemoryStorage(),
             "sqlite": SQLiteStorage(Path(tmp.name) / "bench.sqlite3"),

@@ -14,6 +14,7 @@ from tests.support.postgres_server import PASSWORD, PostgresServer
 from tests.support.waiting import DEADLINE_SECONDS
 from utils.infrastructure.backends.postgres_storage import PostgresStorage
 from utils.infrastructure.backends.supabase_storage import SupabaseStorage
+from utils.infrastructure.remote.near_cache import NearCache
 
 
 class PostgresStore:
@@ -25,8 +26,9 @@ class PostgresStore:
         self.server = server
 
     def client(self):
+        # With the near cache a daemon gets for a server elsewhere (this one is on loopback).
         return PostgresStorage(self.server.dsn_for("postgres", password=PASSWORD), connect_timeout=1,
-                               statement_timeout=2)
+                               statement_timeout=2, near_cache=NearCache())
 
     def down(self) -> None:
         self.server.stop("immediate")
@@ -48,7 +50,7 @@ class SupabaseStore:
         self.project = project
 
     def client(self):
-        return SupabaseStorage(self.project.url, self.project.secret_key, timeout_seconds=0.5)
+        return SupabaseStorage(self.project.url, self.project.secret_key, timeout_seconds=0.5, near_cache=NearCache())
 
     def down(self) -> None:
         self.project.gateway.fault = "503"

@@ -19,8 +19,6 @@ import re
 import select
 import time
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -137,19 +135,20 @@ def _statement_and_params(function: str, params: dict[str, Any]) -> tuple[bytes,
     return _statement(function, tuple(params)), values
 
 
-@contextmanager
-def _translated_errors(where: str, function: str) -> Iterator[None]:
-    try:
-        yield
-    except PoolTimeout as exc:
+def _translated(exc: psycopg.Error, where: str, function: str) -> Exception:
+    """The storage error for what psycopg or the pool raised.
+
+    A function rather than a context manager: a generator-based one cost
+    five more Python calls on every call.
+    """
+    if isinstance(exc, PoolTimeout):
         unsent = StorageUnavailableError(f"no connection to {where} for {function}: {exc}")
         unsent.may_run_later = False  # no connection, so nothing was sent
-        raise unsent from exc
-    except psycopg.Error as exc:
-        if exc.sqlstate is None:
-            raise StorageUnavailableError(f"lost the connection to {where} during {function}: {exc}") from exc
-        message = exc.diag.message_primary or str(exc)
-        raise error_for_code(exc.sqlstate, message, operation=function, where=where) from exc
+        return unsent
+    if exc.sqlstate is None:
+        return StorageUnavailableError(f"lost the connection to {where} during {function}: {exc}")
+    message = exc.diag.message_primary or str(exc)
+    return error_for_code(exc.sqlstate, message, operation=function, where=where)
 
 
 def _broken(conn: psycopg.Connection | psycopg.AsyncConnection) -> bool:
@@ -277,7 +276,7 @@ class PostgresStorage(RemoteFunctionStorage):
     backend_name = "postgres"
     persistent = True
 
-    def __init__(self, dsn: str, *, max_value_bytes: int | None = None, near_cache: bool | NearCache = True,
+    def __init__(self, dsn: str, *, max_value_bytes: int | None = None, near_cache: bool | NearCache | None = None,
                  **options: Any) -> None:
         super().__init__(max_value_bytes=max_value_bytes, near_cache=near_cache, local_server=runs_locally(dsn))
         pool_options = PoolOptions(dsn, **options)
@@ -298,7 +297,7 @@ class PostgresStorage(RemoteFunctionStorage):
     def _call(self, function: str, params: dict[str, Any]) -> Any:
         statement, values = _statement_and_params(function, params)
         deadline = time.monotonic() + self._call_seconds
-        with _translated_errors(self.url, function):
+        try:
             # getconn/putconn rather than the pool's context manager, which
             # also enters the connection's own (a commit check per call);
             # with autocommit there is nothing to commit, and putconn still
@@ -319,7 +318,9 @@ class PostgresStorage(RemoteFunctionStorage):
             finally:
                 self._deadlines.finish(watch)
                 self._pool.putconn(conn)
-            return None if row is None else row[0]
+        except psycopg.Error as exc:
+            raise _translated(exc, self.url, function) from exc
+        return None if row is None else row[0]
 
     def _open_connection(self, deadline: float) -> psycopg.Connection:
         while True:
@@ -350,7 +351,7 @@ class AsyncPostgresStorage(AsyncRemoteFunctionStorage):
     persistent = True
 
     def __init__(self, pool_options: PoolOptions, pool: AsyncConnectionPool, *, max_value_bytes=None,
-                 near_cache: bool | NearCache = True):
+                 near_cache: bool | NearCache | None = None):
         super().__init__(max_value_bytes=max_value_bytes, near_cache=near_cache,
                          local_server=runs_locally(pool_options.dsn))
         self._pool = pool
@@ -365,7 +366,7 @@ class AsyncPostgresStorage(AsyncRemoteFunctionStorage):
         self._deadlines = CallDeadlines()
 
     @classmethod
-    async def create(cls, dsn: str, *, max_value_bytes: int | None = None, near_cache: bool | NearCache = True,
+    async def create(cls, dsn: str, *, max_value_bytes: int | None = None, near_cache: bool | NearCache | None = None,
                      **options: Any) -> AsyncPostgresStorage:
         pool_options = PoolOptions(dsn, **options)
         pool = AsyncConnectionPool(**pool_options.pool_arguments())
@@ -375,7 +376,7 @@ class AsyncPostgresStorage(AsyncRemoteFunctionStorage):
     async def _call(self, function: str, params: dict[str, Any]) -> Any:
         statement, values = _statement_and_params(function, params)
         deadline = time.monotonic() + self._call_seconds
-        with _translated_errors(self.url, function):
+        try:
             conn = await self._open_connection(deadline)
             watch = self._deadlines.start(conn.fileno(), deadline)
             try:
@@ -391,7 +392,9 @@ class AsyncPostgresStorage(AsyncRemoteFunctionStorage):
             finally:
                 self._deadlines.finish(watch)
                 await self._pool.putconn(conn)
-            return None if row is None else row[0]
+        except psycopg.Error as exc:
+            raise _translated(exc, self.url, function) from exc
+        return None if row is None else row[0]
 
     async def _open_connection(self, deadline: float) -> psycopg.AsyncConnection:
         while True:

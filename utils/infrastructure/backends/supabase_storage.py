@@ -131,7 +131,7 @@ class SupabaseStorage(RemoteFunctionStorage):
         *,
         timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
         max_value_bytes: int | None = None,
-        near_cache: bool | NearCache = True,
+        near_cache: bool | NearCache | None = None,
     ) -> None:
         _check_key(key)
         super().__init__(max_value_bytes=max_value_bytes, near_cache=near_cache,
@@ -168,7 +168,7 @@ class AsyncSupabaseStorage(AsyncRemoteFunctionStorage):
     persistent = True
 
     def __init__(self, url: str, client: Any, http: httpx.AsyncClient, *, max_value_bytes: int | None = None,
-                 near_cache: bool | NearCache = True):
+                 near_cache: bool | NearCache | None = None):
         super().__init__(max_value_bytes=max_value_bytes, near_cache=near_cache,
                          local_server=_local_url(url))
         self.url = url
@@ -183,7 +183,7 @@ class AsyncSupabaseStorage(AsyncRemoteFunctionStorage):
         *,
         timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
         max_value_bytes: int | None = None,
-        near_cache: bool | NearCache = True,
+        near_cache: bool | NearCache | None = None,
     ) -> AsyncSupabaseStorage:
         _check_key(key)
         http = httpx.AsyncClient(

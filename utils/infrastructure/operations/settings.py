@@ -51,8 +51,9 @@ class Settings:
     #: Spool writes locally while a remote store is down (supabase, postgres).
     failover: bool = True
     spool_path: str | None = None
-    #: Remember the threads this process read or wrote, to send less (supabase, postgres).
-    near_cache: bool = True
+    #: Remember the threads this process read or wrote, to send less (supabase, postgres);
+    #: None: only when the server is not on this machine.
+    near_cache: bool | None = None
     #: CONVERSATION_STORAGE_BACKEND as it was set, when it named no backend of ours (it runs on memory).
     unknown_backend: str | None = None
 
@@ -90,7 +91,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         sqlite_synchronous=_choice(environ, "CONVERSATION_SQLITE_SYNCHRONOUS", ("full", "normal", "extra"), "full"),
         failover=_flag(environ, "CONVERSATION_STORAGE_FAILOVER", default=True),
         spool_path=_path(environ, "CONVERSATION_SPOOL_PATH"),
-        near_cache=_flag(environ, "CONVERSATION_NEAR_CACHE", default=True),
+        near_cache=_optional_flag(environ, "CONVERSATION_NEAR_CACHE"),
     )
 
 
@@ -202,9 +203,15 @@ def _choice(environ: Mapping[str, str], name: str, choices: tuple[str, ...], def
 
 
 def _flag(environ: Mapping[str, str], name: str, default: bool = False) -> bool:
+    flag = _optional_flag(environ, name)
+    return default if flag is None else flag
+
+
+def _optional_flag(environ: Mapping[str, str], name: str) -> bool | None:
+    """True or false as set; None when unset."""
     raw = environ.get(name, "").strip().lower()
     if not raw:
-        return default
+        return None
     if raw in _TRUE:
         return True
     if raw in _FALSE:

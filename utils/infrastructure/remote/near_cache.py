@@ -13,15 +13,14 @@ one document for good, even after the thread was deleted and written again.
 Entries are bounded by count and by the size of their text; the least
 recently used go first.
 
-Saving bytes costs the client's CPU: finding a write's change and printing
-a document as PostgreSQL would (to confirm a read of this process's own
-write by MD5) take about 25 ns per character here, while loopback moves a
-character in about 5. So a cache for a server on this machine
-(:func:`local_server`) only keeps versions: writes go whole and the first
-read after this process's write comes back whole, as without a cache, and
-reads of threads it already holds as the store printed them still move only
-the version. Under 16 daemon threads on a loopback Postgres, patching cost
-40 % of the throughput (docs/performance.md).
+Saving bytes costs CPU: finding a write's change and printing a document
+as PostgreSQL would (to confirm a read of this process's own write by MD5)
+take about 25 ns per character here, and a full answer of thread_fetch
+carries the document as a JSON string inside JSON, printed and read twice;
+loopback moves a character in about 5 ns. So a store whose server runs on
+this machine (:func:`local_server`) has no near cache unless one is given:
+under 16 daemon threads on a loopback Postgres the cache cost a quarter to
+a half of the throughput (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -52,15 +51,13 @@ class NearCache:
     """A thread-safe, bounded map of key -> (document text, version)."""
 
     def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES, max_chars: int = DEFAULT_MAX_CHARS,
-                 patch_min_chars: int = DEFAULT_PATCH_MIN_CHARS, *, saves_bytes: bool = True) -> None:
+                 patch_min_chars: int = DEFAULT_PATCH_MIN_CHARS) -> None:
         if max_entries <= 0 or max_chars <= 0:
             raise ValueError("a near cache needs room for at least one entry")
         self.max_entries = max_entries
         self.max_chars = max_chars
         #: A write of a held thread sends a patch from this size on.
         self.patch_min_chars = patch_min_chars
-        #: False: no patches, no MD5 confirmation of own writes (a server on this machine).
-        self.saves_bytes = saves_bytes
         self._entries: OrderedDict[str, Held] = OrderedDict()
         self._chars = 0
         self._lock = threading.Lock()

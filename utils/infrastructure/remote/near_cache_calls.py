@@ -34,7 +34,7 @@ class PlannedRead(NamedTuple):
         held = cache.get(key)
         params: dict[str, Any] = {"p_thread_id": key, "p_known_version": 0}
         text = None
-        if held is not None and (held.printed or cache.saves_bytes):
+        if held is not None:
             text = held.text if held.printed else jsonb_text.render(held.text)
             if text is not None:
                 params["p_known_version"] = held.version
@@ -89,7 +89,7 @@ class PlannedWrite(NamedTuple):
     def of(cls, cache: NearCache | None, key: str, ttl_seconds: int, value: str, user_id: str | None,
            metadata: dict | None, deadline: float | None = None) -> PlannedWrite:
         patch = None
-        if cache is not None and cache.saves_bytes and len(value) >= cache.patch_min_chars:
+        if cache is not None and len(value) >= cache.patch_min_chars:
             held = cache.get(key)
             if held is not None:
                 delta = json_delta.diff(held.text, value)
@@ -119,7 +119,13 @@ class PlannedWrite(NamedTuple):
 
 
 def near_cache_of(option: bool | NearCache | None, *, local: bool = False) -> NearCache | None:
-    """The cache a store runs with: ``True`` is the default one, which only keeps versions for a ``local`` server."""
+    """The cache a store runs with: one given, a new one (``True``), none (``False``).
+
+    ``None``, the default, is a new one unless the server is ``local``: on
+    this machine the cache costs more than the bytes it saves (near_cache.py).
+    """
     if isinstance(option, NearCache):
         return option
-    return NearCache(saves_bytes=not local) if option else None
+    if option is None:
+        option = not local
+    return NearCache() if option else None

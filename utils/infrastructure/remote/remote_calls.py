@@ -48,10 +48,10 @@ class RemoteFunctionStorage(ThreadStorage):
     #: pooler queued); 0 when it cannot run after the call failed.
     late_start_seconds = 0.0
 
-    def __init__(self, *, max_value_bytes: int | None = None, near_cache: bool | NearCache | None = True,
+    def __init__(self, *, max_value_bytes: int | None = None, near_cache: bool | NearCache | None = None,
                  local_server: bool = False) -> None:
         super().__init__(max_value_bytes=max_value_bytes)
-        #: None when off; see near_cache.py (``local_server``: the server runs on this machine).
+        #: None when off, and by default when ``local_server`` (the server runs on this machine): near_cache.py.
         self.near_cache = near_cache_of(near_cache, local=local_server)
         #: Why this store runs the way of an older schema (schema_fallbacks.py), once it does.
         self.older_schema: str | None = None
@@ -171,7 +171,7 @@ class RemoteFunctionStorage(ThreadStorage):
 class AsyncRemoteFunctionStorage(AsyncThreadStorage):
     """The asyncio twin of :class:`RemoteFunctionStorage`."""
 
-    def __init__(self, *, max_value_bytes: int | None = None, near_cache: bool | NearCache | None = True,
+    def __init__(self, *, max_value_bytes: int | None = None, near_cache: bool | NearCache | None = None,
                  local_server: bool = False) -> None:
         super().__init__(max_value_bytes=max_value_bytes)
         self.near_cache = near_cache_of(near_cache, local=local_server)
