@@ -3,7 +3,7 @@
 
     python scripts/benchmarks/load.py                      # 1, 8, 32, 128 daemons, every path (~8 min)
     python scripts/benchmarks/load.py --quick              # 1 and 8 daemons, short rounds
-    python scripts/benchmarks/load.py --daemons 16 --paths postgres raw --seconds 20
+    python scripts/benchmarks/load.py --daemons 16 --processes 1 --paths raw postgres --rounds 3
 
 A daemon is one thread of one process, as in pal-mcp-server, where each
 request runs on a thread of its own. ``--daemons N`` runs N of them spread over
@@ -286,6 +286,12 @@ def measure(target: dict, daemons: int, processes: int, seconds: float, stack, b
     }
 
 
+def median_round(cell: list[dict]) -> dict:
+    """The round of median throughput, with every round's figure beside it."""
+    ordered = sorted(cell, key=lambda row: row["exchanges_per_s"])
+    return {**ordered[(len(ordered) - 1) // 2], "rounds": [row["exchanges_per_s"] for row in cell]}
+
+
 def targets(stack, bouncer, paths: list[str]) -> list[dict]:
     chosen = []
     for path in paths:
@@ -316,6 +322,12 @@ def _label(row: dict) -> str:
     return f"{row['path']}, near cache {'on' if row['cache'] else 'off (the default here)'}"
 
 
+def _rate(row: dict) -> str:
+    rounds = row.get("rounds", [])
+    spread = f" ({min(rounds):,.0f} to {max(rounds):,.0f})" if len(rounds) > 1 else ""
+    return f"{row['exchanges_per_s']:,.0f}{spread}"
+
+
 def markdown(rows: list[dict], info: dict) -> list[str]:
     header = ("| path | daemons | exchanges/s | of raw SQL | p50 ms | p99 ms | server connections "
               "| Postgres CPU (cores) | pooler/gateway/redis CPU | errors |")
@@ -324,7 +336,7 @@ def markdown(rows: list[dict], info: dict) -> list[str]:
     for row in rows:
         of_raw = f"{row['exchanges_per_s'] / raw[row['daemons']]:.2f}x" if raw.get(row["daemons"]) else ""
         lines.append(
-            f"| {_label(row)} | {row['daemons']} | {row['exchanges_per_s']:,.0f} | {of_raw} | {row['p50_ms']} "
+            f"| {_label(row)} | {row['daemons']} | {_rate(row)} | {of_raw} | {row['p50_ms']} "
             f"| {row['p99_ms'] or ''} | {row['connections']} | {row['db_cores']} | {row['middle_cores']} "
             f"| {row['error_count']} |")
     lines += ["", summary(rows, info)]
@@ -352,6 +364,8 @@ def main() -> int:
     parser.add_argument("--processes", type=int, default=4)
     parser.add_argument("--paths", nargs="+", choices=PATHS, default=PATHS)
     parser.add_argument("--seconds", type=float)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every path this many times in turn; a cell is its median round")
     parser.add_argument("--out", type=Path, default=Path("benchmarks"))
     args = parser.parse_args()
     daemons = args.daemons or ([1, 8] if args.quick else [1, 8, 32, 128])
@@ -362,18 +376,23 @@ def main() -> int:
     rows = []
     try:
         for count in daemons:
-            for target in targets(stack, bouncer, args.paths):
-                row = measure(target, count, args.processes, seconds, stack, bouncer)
-                print(json.dumps(row), flush=True)
-                rows.append(row)
+            # Rounds alternate the paths, so a slow spell of the machine lands on all of them.
+            rounds: list[list[dict]] = [[] for _ in targets(stack, bouncer, args.paths)]
+            for _ in range(args.rounds):
+                for cell, target in zip(rounds, targets(stack, bouncer, args.paths), strict=True):
+                    row = measure(target, count, args.processes, seconds, stack, bouncer)
+                    print(json.dumps(row), flush=True)
+                    cell.append(row)
+            rows += [median_round(cell) for cell in rounds]
     finally:
         if bouncer:
             bouncer.stop()
         stack.close()
     info = {"cpus": os.cpu_count(), "postgres": stack.postgres_version, "seconds": seconds,
-            "processes": args.processes, "date": datetime.now(UTC).isoformat(timespec="seconds")}
+            "processes": args.processes, "rounds": args.rounds, "date": datetime.now(UTC).isoformat(timespec="seconds")}
     args.out.mkdir(parents=True, exist_ok=True)
-    lines = ["# pal exchanges under load", "", f"`python scripts/benchmarks/load.py`, {info}", "",
+    command = " ".join(["python scripts/benchmarks/load.py", *sys.argv[1:]])
+    lines = ["# pal exchanges under load", "", f"`{command}`, {info}", "",
              *markdown(rows, info)]
     (args.out / "load_report.md").write_text("\n".join(lines) + "\n")
     (args.out / "load_results.json").write_text(json.dumps({"info": info, "rows": rows}, indent=1) + "\n")

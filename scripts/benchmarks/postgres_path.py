@@ -4,6 +4,7 @@
     python scripts/benchmarks/postgres_path.py            # about a minute
     python scripts/benchmarks/postgres_path.py --quick
     python scripts/benchmarks/postgres_path.py --cpu -1   # unpinned
+    python scripts/benchmarks/postgres_path.py --runs 5   # on five fresh servers (~3 min)
 
 Client, postmaster (hence the connection's backend) and redis run pinned to
 one core (``--cpu``, default 0), as ``taskset`` would: on two cores the
@@ -14,7 +15,10 @@ connection's life, and a slow placement inflates a baseline.
 What the library adds on a get and a set of a 5 KB thread: each round times
 every contender once, in turn, so drift of the machine (another process, the
 CPU's clock) lands on all of them alike; a figure is the median of the
-rounds' p50s. Baselines, prepared, on the storage's own connection, fsync on:
+rounds' p50s. One server's figures drift from the next's (a raw select took
+105 µs on one and 140 µs on another, and the ratios moved with it), so
+``--runs`` measures on several fresh servers and reports the median ratio
+and the range. Baselines, prepared, on the storage's own connection, fsync on:
 
 - SELECT 1: the cost of any statement, the floor
 - raw select: ``select conversation_data::text ... where thread_id = $1 and expires_at > now()``
@@ -136,12 +140,18 @@ def ratios(figures: dict) -> list[dict]:
             for name, base, goal in GOALS if name in figures and base in figures]
 
 
-def markdown(figures: dict) -> list[str]:
+def markdown(figures: dict, runs: list[dict] | None = None) -> list[str]:
+    """The figures; with several ``runs``, each ratio is the median of the runs' ratios, their range beside it."""
     lines = ["| operation | p50 µs |", "|---|---|"]
     lines += [f"| {name} | {value:,.1f} |" for name, value in figures.items()]
-    lines += ["", "| operation | baseline | p50 ratio | goal |", "|---|---|---|---|"]
-    lines += [f"| {r['operation']} | {r['baseline']} | {r['ratio']:.2f}x | "
-              + (f"≤ {r['goal']:.2f}x |" if r["goal"] else "|") for r in ratios(figures)]
+    per_run = [ratios(run) for run in runs or []]
+    lines += ["", "| operation | baseline | p50 ratio | runs | goal |", "|---|---|---|---|---|"]
+    for i, r in enumerate(ratios(figures)):
+        of_runs = sorted(run[i]["ratio"] for run in per_run)
+        ratio = statistics.median(of_runs) if len(of_runs) > 1 else r["ratio"]
+        spread = f"{of_runs[0]:.2f} to {of_runs[-1]:.2f}" if len(of_runs) > 1 else ""
+        goal = f"≤ {r['goal']:.2f}x" if r["goal"] else ""
+        lines.append(f"| {r['operation']} | {r['baseline']} | {ratio:.2f}x | {spread} | {goal} |")
     return lines
 
 
@@ -152,15 +162,22 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--cpu", type=int, default=0,
                         help="the core to pin this process, Postgres and redis to (-1: leave it to the scheduler)")
+    parser.add_argument("--runs", type=int, default=1,
+                        help="measure on this many fresh servers; figures and ratios are the runs' medians")
     args = parser.parse_args()
-    stack = Stack()
-    try:
-        if args.cpu >= 0:
-            stack.pin({args.cpu})
-        figures = measure(stack.dsn, stack.redis_port, 5 if args.quick else 15, 100 if args.quick else 400)
-    finally:
-        stack.close()
-    print("\n".join(markdown(figures)))
+    runs = []
+    for _ in range(args.runs):
+        stack = Stack()
+        try:
+            if args.cpu >= 0:
+                stack.pin({args.cpu})
+            runs.append(measure(stack.dsn, stack.redis_port, 5 if args.quick else 15, 100 if args.quick else 400))
+        finally:
+            stack.close()
+        if args.runs > 1:
+            print(json.dumps(ratios(runs[-1])), flush=True)
+    figures = {name: round(statistics.median(run[name] for run in runs), 1) for name in runs[0]}
+    print("\n".join(markdown(figures, runs)))
     print(json.dumps(ratios(figures)))
     return 0
 
