@@ -64,6 +64,21 @@ def test_the_near_cache_is_on_when_asked_for_here(clean_env, supabase_project, p
     assert (get_storage().primary.near_cache is not None) is cached
 
 
+def test_the_log_says_why_a_local_server_has_no_near_cache(clean_env, postgres_dsn, caplog):
+    clean_env.setenv("CONVERSATION_STORAGE_BACKEND", "postgres")
+    clean_env.setenv("DATABASE_URL", postgres_dsn)
+    with caplog.at_level(logging.INFO, logger="conversation_storage"):
+        get_storage()
+    assert "near cache off, as the server is on this machine" in caplog.text
+    assert "CONVERSATION_NEAR_CACHE=true" in caplog.text
+    reset_storage()
+    caplog.clear()
+    clean_env.setenv("CONVERSATION_NEAR_CACHE", "false")  # asked for: nothing to explain
+    with caplog.at_level(logging.INFO, logger="conversation_storage"):
+        get_storage()
+    assert "persistently in postgres" in caplog.text and "near cache off" not in caplog.text
+
+
 def test_service_role_key_variable_is_accepted(clean_env, supabase_project):
     _use_supabase(clean_env, supabase_project.url, supabase_project.service_role_key)
     clean_env.delenv("SUPABASE_KEY")

@@ -151,8 +151,18 @@ def _warn_fallback(settings: Settings, exc: StorageError) -> None:
 
 def _info_persistent(settings: Settings, storage: object) -> None:
     logger.info(
-        "conversation threads are stored persistently in %s (%s)", settings.backend, getattr(storage, "url", "")
+        "conversation threads are stored persistently in %s (%s)%s", settings.backend, getattr(storage, "url", ""),
+        _local_cache_note(settings, storage),
     )
+
+
+def _local_cache_note(settings: Settings, storage: object) -> str:
+    """Why a remote store runs without its near cache when nobody said so: its server looks local."""
+    store = getattr(storage, "primary", storage)  # behind the failover layer, or not
+    if settings.near_cache is not None or getattr(store, "near_cache", "absent") is not None:
+        return ""
+    return ("; near cache off, as the server is on this machine (if that is a tunnel or a pooler in front of a "
+            "server elsewhere, set CONVERSATION_NEAR_CACHE=true)")
 
 
 def _require(settings: Settings, *names_values: tuple[str, str | None]) -> None:
