@@ -187,8 +187,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--compare", metavar="REV", help=f"also run the function of {FUNCTION_FILE} at REV")
     parser.add_argument("--pre-tombstones", action="store_true", help=f"also run the function of {PRE_TOMBSTONES}")
-    parser.add_argument("--functions", metavar="FILE",
-                        help="SQL creating more functions bench.NAME(integer) to run, each a candidate")
+    parser.add_argument("--functions", metavar="FILE", action="append",
+                        help="SQL run before the backlog is built: functions bench.NAME(integer) in it are "
+                             "candidates, run with the others (repeatable)")
     args = parser.parse_args()
     batches = args.batch or [1000, 10000]
     functions: list[str] = []
@@ -199,8 +200,8 @@ def main() -> int:
     if args.compare:
         functions.append("bench.cleanup_at_rev")
         setup.append(function_at(f"{args.compare}:{FUNCTION_FILE}", "bench.cleanup_at_rev"))
-    if args.functions:
-        text = Path(args.functions).read_text()
+    for path in args.functions or []:
+        text = Path(path).read_text()
         functions += re.findall(r"create or replace function (bench\.\w+)\(", text)
         setup.append(text)
     functions.append("public.cleanup_expired_threads")
