@@ -30,3 +30,17 @@ def test_quick_benchmark_writes_its_report(tmp_path):
     assert all(0.9 < v < 1.2 for v in trips.values()), trips  # one round trip per operation, counted
     assert data["cleanup"]["deleted"] == data["cleanup"]["expired_rows"]
     assert (tmp_path / "chart.png").stat().st_size > 10_000
+
+
+def test_quick_path_costs_split_each_call_into_client_and_server_cpu():
+    result = subprocess.run(
+        [sys.executable, "scripts/benchmarks/path_costs.py", "--quick"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {line.split(" | ")[0].strip("| "): line for line in result.stdout.splitlines() if line.startswith("| ")}
+    for call in ("raw select", "get, no cache (thread_get)", "get, near cache (thread_fetch)", "raw upsert",
+                 "set (thread_put)", "set: the number rule alone", "both: deadline watch start + finish"):
+        assert call in rows, result.stdout
+    client, server = (float(cell) for cell in rows["set (thread_put)"].strip("| ").split(" | ")[1:3])
+    assert client > 0 and server >= 0
