@@ -40,7 +40,8 @@ def test_quick_path_costs_split_each_call_into_client_and_server_cpu():
     assert result.returncode == 0, result.stderr[-3000:]
     rows = {line.split(" | ")[0].strip("| "): line for line in result.stdout.splitlines() if line.startswith("| ")}
     for call in ("raw select", "get, no cache (thread_get)", "get, near cache (thread_fetch)", "raw upsert",
-                 "set (thread_put)", "set: the number rule alone", "both: deadline watch start + finish"):
+                 "set (thread_put)", "thread_get without its search_path", "thread_put's statement typed by hand",
+                 "set: the number rule alone", "both: deadline watch start + finish"):
         assert call in rows, result.stdout
     client, server = (float(cell) for cell in rows["set (thread_put)"].strip("| ").split(" | ")[1:3])
     assert client > 0 and server >= 0

@@ -8,7 +8,8 @@ process; CPU times do not. Pinned to one core like postgres_path.py, each
 call is timed as the CPU its client thread used (``time.thread_time``) and
 the CPU its server process used (``/proc/<pid>/stat``, in clock ticks, so
 over 2,000 calls a figure is good to about 5 µs), against the same SQL typed
-by hand. Then each step of the library's client side runs alone in a loop,
+by hand; then the server's CPU for the functions, their statements typed by
+hand and copies of them without their fixed search_path. Then each step of the library's client side runs alone in a loop,
 warm: in a real call the server runs on the same core in between and leaves
 the caches cold, so the steps cost more there than here.
 """
@@ -17,15 +18,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import psycopg
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from scripts.benchmarks.postgres_path import RAW_SELECT, RAW_UPSERT
+from scripts.benchmarks.postgres_path import RAW_SELECT, RAW_UPSERT, RAW_UPSERT_FULL
 from tests.support.documents import document_of_size
 from utils.infrastructure.backends import postgres_storage
 from utils.infrastructure.backends.call_deadline import CallDeadlines
@@ -92,6 +96,46 @@ def cpu_per_call(dsn: str, rounds: int, calls: int) -> dict[str, tuple[float, fl
             for name, runs in samples.items()}
 
 
+def _without_search_path(conn: psycopg.Connection, function: str, file: str) -> str:
+    """A copy of public.``function`` without its fixed search_path, as bench_``function``."""
+    text = (Path(__file__).resolve().parents[2] / "sql" / "repeatable" / file).read_text()
+    match = re.search(rf"create or replace function public\.{function}\(.*?\n\$\$;\n", text, re.DOTALL)
+    assert match, f"no {function} in {file}"
+    conn.execute(match.group(0).replace(f"public.{function}(", f"public.bench_{function}(", 1)
+                 .replace("set search_path = ''\n", "", 1))
+    return f"public.bench_{function}"
+
+
+def server_cpu(dsn: str, rounds: int, calls: int) -> dict[str, float]:
+    """Server CPU µs per statement: the functions, their statements typed by hand, without search_path."""
+    doc = document_of_size(5_000)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        get_copy = _without_search_path(conn, "thread_get", "10_thread_operations.sql")
+        put_copy = _without_search_path(conn, "thread_put", "20_near_cache.sql")
+        conn.execute("select public.thread_put('thread:costs-sql', %s, 3600)", (doc,))
+        put = "(p_thread_id => %s, p_data => %s, p_ttl_seconds => %s)"
+        statements = {
+            "raw select": (RAW_SELECT, ("thread:costs-sql",)),
+            "thread_get": ("select public.thread_get(%s)", ("thread:costs-sql",)),
+            "thread_get without its search_path": (f"select {get_copy}(%s)", ("thread:costs-sql",)),
+            "raw upsert": (RAW_UPSERT, ("thread:costs-raw", doc, 3600)),
+            "thread_put's statement typed by hand": (RAW_UPSERT_FULL, ("thread:costs-full", doc, doc, 3600)),
+            "thread_put": ("select public.thread_put" + put, ("thread:costs-put", doc, 3600)),
+            "thread_put without its search_path": (f"select {put_copy}" + put, ("thread:costs-copy", doc, 3600)),
+        }
+        backend = conn.info.backend_pid
+        samples: dict[str, list[float]] = {name: [] for name in statements}
+        for _ in range(rounds):
+            for name, (statement, params) in statements.items():
+                for _ in range(10):
+                    conn.execute(statement, params, prepare=True)
+                started = _process_cpu(backend)
+                for _ in range(calls):
+                    conn.execute(statement, params, prepare=True)
+                samples[name].append((_process_cpu(backend) - started) / calls * 1e6)
+    return {name: statistics.median(runs) for name, runs in samples.items()}
+
+
 def client_steps(loops: int) -> dict[str, float]:
     """µs per call of each client-side step of a 5 KB set and a get, alone in a warm loop."""
     doc = document_of_size(5_000)
@@ -134,11 +178,15 @@ def main() -> int:
     try:
         stack.pin({args.cpu})
         per_call = cpu_per_call(stack.dsn, 2 if args.quick else 3, 200 if args.quick else 2000)
+        per_statement = server_cpu(stack.dsn, 2 if args.quick else 3, 200 if args.quick else 1500)
     finally:
         stack.close()
     print("| call (5 KB) | client CPU µs | server CPU µs | sum |\n|---|---|---|---|")
     for name, (client, server) in per_call.items():
         print(f"| {name} | {client:.1f} | {server:.1f} | {client + server:.1f} |")
+    print("\n| statement (5 KB) | server CPU µs |\n|---|---|")
+    for name, micros in per_statement.items():
+        print(f"| {name} | {micros:.1f} |")
     print("\n| client step, warm loop | µs |\n|---|---|")
     for name, micros in client_steps(200 if args.quick else 5000).items():
         print(f"| {name} | {micros:.2f} |")
