@@ -116,8 +116,8 @@ def cache_options(mode: str) -> dict | None:
     if accepts:
         if mode == "off":
             return {"near_cache": False}
-        # The proxy listens on loopback, for which the default cache only keeps
-        # versions: give the cache a server across a network gets by default.
+        # The proxy listens on loopback, for which the default is no cache:
+        # give the storages the cache a server across a network gets by default.
         from utils.infrastructure.remote.near_cache import NearCache
 
         return {"near_cache": NearCache()}

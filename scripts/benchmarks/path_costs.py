@@ -9,8 +9,8 @@ call is timed as the CPU its client thread used (``time.thread_time``) and
 the CPU its server process used (``/proc/<pid>/stat``, in clock ticks, so
 over 2,000 calls a figure is good to about 5 µs), against the same SQL typed
 by hand; then the server's CPU for the functions, their statements typed by
-hand and copies of them without their fixed search_path. Then each step of the library's client side runs alone in a loop,
-warm: in a real call the server runs on the same core in between and leaves
+hand and copies of them without their fixed search_path. Then each step of
+the library's client side runs alone in a loop, warm: in a real call the server runs on the same core in between and leaves
 the caches cold, so the steps cost more there than here.
 """
 

@@ -21,7 +21,7 @@ import time
 import weakref
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import psycopg
@@ -118,14 +118,10 @@ def _answer_loads(data: str | bytes) -> Any:
     return json.loads(raw)
 
 
-def _cursor_for(conn: psycopg.Connection) -> psycopg.Cursor:
-    cursor = conn.cursor()
-    set_json_loads(_answer_loads, cursor)
-    return cursor
+_Cursor = TypeVar("_Cursor", psycopg.Cursor, psycopg.AsyncCursor)
 
 
-def _async_cursor_for(conn: psycopg.AsyncConnection) -> psycopg.AsyncCursor:
-    cursor = conn.cursor()
+def _reading_answers_with_orjson(cursor: _Cursor) -> _Cursor:
     set_json_loads(_answer_loads, cursor)
     return cursor
 
@@ -309,7 +305,7 @@ class PostgresStorage(RemoteFunctionStorage):
                 if cursor is None:
                     # One cursor per connection, reused: making one per call
                     # cost a few µs, and a connection runs one call at a time.
-                    cursor = self._cursors[conn] = _cursor_for(conn)
+                    cursor = self._cursors[conn] = _reading_answers_with_orjson(conn.cursor())
                 row = cursor.execute(statement, values).fetchone()
             except psycopg.OperationalError as exc:
                 if self._deadlines.finish(watch):
@@ -382,7 +378,7 @@ class AsyncPostgresStorage(AsyncRemoteFunctionStorage):
             try:
                 cursor = self._cursors.get(conn)
                 if cursor is None:
-                    cursor = self._cursors[conn] = _async_cursor_for(conn)
+                    cursor = self._cursors[conn] = _reading_answers_with_orjson(conn.cursor())
                 await cursor.execute(statement, values)
                 row = await cursor.fetchone()
             except psycopg.OperationalError as exc:

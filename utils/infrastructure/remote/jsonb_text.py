@@ -25,8 +25,8 @@ import orjson
 from ..contract.json_envelope import note_json
 
 _NUMBER = re.compile(r"(-?)([0-9]+)(?:\.([0-9]+))?(?:[eE]([-+]?[0-9]+))?")
-# parse_float leaves a placeholder string, replaced after encoding: the
-# standard encoder writes no number but its own. A NUL cannot occur in a
+# parse_float leaves a placeholder string, replaced after encoding: neither
+# encoder (orjson, json.dumps) writes a number but its own. A NUL cannot occur in a
 # document rendered here (those are stored in an envelope, json_envelope.py).
 _PLACEHOLDER = re.compile(r'"\\u0000([0-9]+)"')
 # orjson's indented output holds a newline only between items (strings escape
@@ -83,7 +83,7 @@ def _ordered(value: Any) -> Any:
 
 
 def _printed(document: Any) -> str:
-    """JSONB's spacing: orjson's indented output joined up (20x faster than json.dumps here)."""
+    """JSONB's spacing: orjson's indented output joined up (about 3x faster than json.dumps here, joining included)."""
     try:
         indented = orjson.dumps(document, option=orjson.OPT_INDENT_2)
     except TypeError:  # an integer beyond 64 bits, which orjson does not write
