@@ -80,6 +80,15 @@ def cpu_per_call(dsn: str, rounds: int, calls: int) -> dict[str, tuple[float, fl
         "raw upsert": raw(RAW_UPSERT, ("thread:costs-raw", doc, 3600)),
         "set (thread_put)": library(False, lambda: storage.setex("thread:costs-set", 3600, doc)),
     }
+    figures = _cpu_in_rounds(contenders, backend, rounds, calls)
+    storage.near_cache = cache
+    storage.close()
+    return figures
+
+
+def _cpu_in_rounds(contenders: dict[str, Callable[[], object]], backend: int, rounds: int,
+                   calls: int) -> dict[str, tuple[float, float]]:
+    """(client, server) CPU µs per call of each contender, the median over ``rounds`` alternating rounds."""
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
     for _ in range(rounds):
         for name, call in contenders.items():
@@ -90,8 +99,6 @@ def cpu_per_call(dsn: str, rounds: int, calls: int) -> dict[str, tuple[float, fl
                 call()
             samples[name].append(((time.thread_time() - client) / calls * 1e6,
                                   (_process_cpu(backend) - server) / calls * 1e6))
-    storage.near_cache = cache
-    storage.close()
     return {name: (statistics.median(c for c, _ in runs), statistics.median(s for _, s in runs))
             for name, runs in samples.items()}
 
@@ -123,17 +130,11 @@ def server_cpu(dsn: str, rounds: int, calls: int) -> dict[str, float]:
             "thread_put": ("select public.thread_put" + put, ("thread:costs-put", doc, 3600)),
             "thread_put without its search_path": (f"select {put_copy}" + put, ("thread:costs-copy", doc, 3600)),
         }
-        backend = conn.info.backend_pid
-        samples: dict[str, list[float]] = {name: [] for name in statements}
-        for _ in range(rounds):
-            for name, (statement, params) in statements.items():
-                for _ in range(10):
-                    conn.execute(statement, params, prepare=True)
-                started = _process_cpu(backend)
-                for _ in range(calls):
-                    conn.execute(statement, params, prepare=True)
-                samples[name].append((_process_cpu(backend) - started) / calls * 1e6)
-    return {name: statistics.median(runs) for name, runs in samples.items()}
+        contenders: dict[str, Callable[[], object]] = {
+            name: lambda statement=statement, params=params: conn.execute(statement, params, prepare=True)
+            for name, (statement, params) in statements.items()}
+        figures = _cpu_in_rounds(contenders, conn.info.backend_pid, rounds, calls)
+    return {name: server for name, (_, server) in figures.items()}
 
 
 def client_steps(loops: int) -> dict[str, float]:
