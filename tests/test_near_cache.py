@@ -219,7 +219,7 @@ def _shaped(postgres_server, postgres_dsn, near_cache):
 def shaped_postgres(postgres_server, postgres_dsn):
     """A PostgresStorage whose traffic goes through a counting proxy, with the cache a remote server gets.
 
-    The proxy listens on loopback, where the default cache would only keep versions.
+    The proxy listens on loopback, where the default is no cache.
     """
     yield from _shaped(postgres_server, postgres_dsn, NearCache())
 
