@@ -74,7 +74,8 @@ def store(request):
 def supabase_project(local_supabase):
     """The local Supabase stand-in with an empty conversation_threads table."""
     with local_supabase.connect() as conn:
-        conn.execute("truncate public.conversation_threads, public.conversation_thread_tombstones, public.conversation_user_erasures")
+        conn.execute("truncate public.conversation_threads, public.conversation_thread_tombstones,"
+                     " public.conversation_thread_sweeps, public.conversation_user_erasures")
     local_supabase.gateway.reset_counts()
     return local_supabase
 
@@ -91,7 +92,8 @@ def _postgres_database(postgres_server):
 def postgres_dsn(postgres_server, _postgres_database):
     """Connection string of a plain Postgres database with sql/ applied and no threads."""
     with postgres_server.connect(_postgres_database) as conn:
-        conn.execute("truncate public.conversation_threads, public.conversation_thread_tombstones, public.conversation_user_erasures")
+        conn.execute("truncate public.conversation_threads, public.conversation_thread_tombstones,"
+                     " public.conversation_thread_sweeps, public.conversation_user_erasures")
     return postgres_server.dsn_for(_postgres_database, password=PASSWORD)
 
 

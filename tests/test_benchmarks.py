@@ -45,3 +45,14 @@ def test_quick_path_costs_split_each_call_into_client_and_server_cpu():
         assert call in rows, result.stdout
     client, server = (float(cell) for cell in rows["set (thread_put)"].strip("| ").split(" | ")[1:3])
     assert client > 0 and server >= 0
+
+
+def test_quick_replay_lookup_times_a_replay_against_the_sweeps():
+    result = subprocess.run(
+        [sys.executable, "scripts/benchmarks/replay_lookup.py", "--quick"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| 1")]
+    assert [row.split(" | ")[0] for row in rows] == ["| 10,000"], result.stdout
+    assert rows[0].count(" ms (") == 2, result.stdout

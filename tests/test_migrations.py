@@ -10,6 +10,7 @@ import pytest
 from tests.support.database import SQL_DIR, apply_sql, legacy_sql_files
 from tests.support.postgres_server import PASSWORD
 from utils.infrastructure.operations.migrations import MigrationError, migrate, sql_files
+from utils.infrastructure.remote.schema import SCHEMA_VERSION
 
 ALL_FILES = [f.name for f in sql_files(SQL_DIR)]
 VERSIONED = [name for name in ALL_FILES if name.startswith("versioned/")]
@@ -77,12 +78,14 @@ def test_a_changed_repeatable_file_is_applied_again_alone(postgres_server, fresh
     shutil.copytree(SQL_DIR, sql_dir)
     migrate(fresh_dsn, directory=sql_dir)
     operator = sql_dir / "repeatable" / "40_operator_calls.sql"
-    operator.write_text(operator.read_text().replace("$$ select 11 $$", "$$ select 12 $$"))
+    text = operator.read_text()
+    assert f"$$ select {SCHEMA_VERSION} $$" in text
+    operator.write_text(text.replace(f"$$ select {SCHEMA_VERSION} $$", f"$$ select {SCHEMA_VERSION + 1} $$"))
     assert migrate(fresh_dsn, directory=sql_dir, dry_run=True) == ["repeatable/40_operator_calls.sql"]
     assert migrate(fresh_dsn, directory=sql_dir) == ["repeatable/40_operator_calls.sql"]
     assert migrate(fresh_dsn, directory=sql_dir) == []
     with postgres_server.connect(fresh_dsn.rsplit("/", 1)[1]) as conn:
-        assert conn.execute("select public.conversation_storage_schema_version()").fetchone()[0] == 12
+        assert conn.execute("select public.conversation_storage_schema_version()").fetchone()[0] == SCHEMA_VERSION + 1
         recorded = conn.execute("select checksum from public.conversation_storage_migrations"
                                 " where filename = 'repeatable/40_operator_calls.sql'").fetchone()[0]
     assert recorded == hashlib.sha256(operator.read_bytes()).hexdigest()

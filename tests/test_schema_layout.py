@@ -91,6 +91,7 @@ _CATALOG = {
 _ROWS = {
     "conversation_threads": "select * from public.conversation_threads order by thread_id",
     "conversation_thread_tombstones": "select * from public.conversation_thread_tombstones order by thread_id",
+    "conversation_thread_sweeps": "select * from public.conversation_thread_sweeps order by swept_at, thread_ids",
     "conversation_user_erasures": "select * from public.conversation_user_erasures order by user_id",
 }
 

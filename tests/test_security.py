@@ -124,6 +124,11 @@ def test_catalog_follows_the_supabase_linter_rules(supabase_project):
             "select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace"
             " where n.nspname = 'public' and c.relkind = 'r' and not c.relrowsecurity"
         ).fetchall()
+        keyless = conn.execute(
+            "select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace"
+            " where n.nspname = 'public' and c.relkind = 'r'"
+            " and not exists (select 1 from pg_constraint k where k.conrelid = c.oid and k.contype = 'p')"
+        ).fetchall()
         always_true = conn.execute(
             "select policyname from pg_policies where schemaname = 'public'"
             " and (qual = 'true' or with_check = 'true')"
@@ -140,6 +145,7 @@ def test_catalog_follows_the_supabase_linter_rules(supabase_project):
             """
         ).fetchall()
     assert rls == [], "every table in public has row level security on"
+    assert keyless == [], "every table in public has a primary key (the linter's no_primary_key)"
     assert always_true == []
     assert len(functions) >= 11
     for name, definer, config, anon, authenticated, public in functions:

@@ -16,7 +16,8 @@ FUNCTIONS = [
     "thread_delete_before", "conversation_storage_apply_patch", "conversation_storage_next_version",
     "thread_fetch", "thread_put", "thread_patch",
 ]
-TABLES = ["conversation_threads", "conversation_thread_tombstones", "conversation_user_erasures"]
+TABLES = ["conversation_threads", "conversation_thread_tombstones", "conversation_thread_sweeps",
+          "conversation_user_erasures"]
 #: Runs as its owner to read pg_cron's cron.job, which Supabase grants to postgres only.
 DEFINER = "conversation_storage_cleanup_job_scheduled"
 
@@ -130,13 +131,15 @@ def test_anon_and_authenticated_have_no_table_privileges(supabase_db, table):
         assert granted == []
 
 
-def test_only_service_role_may_draw_versions(supabase_db):
+@pytest.mark.parametrize("sequence", ["conversation_thread_versions", "conversation_thread_sweeps_id_seq"])
+def test_anon_and_authenticated_cannot_use_the_sequences(supabase_db, sequence):
     def can(role: str, privilege: str) -> bool:
         return supabase_db.execute(
-            "select has_sequence_privilege(%s, 'public.conversation_thread_versions', %s)", (role, privilege)
+            "select has_sequence_privilege(%s, %s, %s)", (role, f"public.{sequence}", privilege)
         ).fetchone()[0]
 
-    assert can("service_role", "USAGE")
+    # service_role draws versions itself; the sweeps' identity needs no privilege of the inserting role.
+    assert can("service_role", "USAGE") == (sequence == "conversation_thread_versions")
     for role in ("anon", "authenticated"):
         assert not any(can(role, privilege) for privilege in ("USAGE", "SELECT", "UPDATE"))
 
@@ -173,33 +176,49 @@ def test_thread_set_refuses_a_non_positive_ttl(supabase_db, ttl):
         supabase_db.execute("select public.thread_set('thread:ttl', '{}', %s)", (ttl,))
 
 
-def test_cleanup_reaches_tombstones_through_their_index_only(supabase_db):
-    # A sweep adds a batch of tombstones per call, faster than autoanalyze
-    # sees them: however stale the statistics, neither the purge nor the
-    # burial may read the whole tombstone table on every call.
+def test_cleanup_reaches_tombstones_and_sweeps_through_their_indexes_only(supabase_db):
+    # A sweep adds a row of keys per call, faster than autoanalyze sees them:
+    # however stale the statistics, neither the purges nor the sweep's record
+    # may read a whole tombstone or sweep table on every call.
     conn = supabase_db
     conn.execute("insert into public.conversation_thread_tombstones (thread_id, written_at)"
                  " select 'thread:recent-' || i, now() - interval '1 hour' from generate_series(1, 100000) i")
     conn.execute("insert into public.conversation_thread_tombstones (thread_id, written_at)"
                  " select 'thread:past-' || i, now() - interval '31 days' from generate_series(1, 30) i")
+    conn.execute("insert into public.conversation_thread_sweeps (newest_written_at, thread_ids, written_ats)"
+                 " select now() - interval '1 hour' + g * interval '1 ms',"
+                 "        array['thread:recent-swept-' || g], array[now() - interval '1 hour']"
+                 " from generate_series(1, 20000) g")
+    conn.execute("insert into public.conversation_thread_sweeps (newest_written_at, thread_ids, written_ats)"
+                 " select now() - interval '31 days', array['thread:past-a-' || g, 'thread:past-b-' || g],"
+                 "        array[now() - interval '32 days', now() - interval '31 days']"
+                 " from generate_series(1, 3) g")
     conn.execute("insert into public.conversation_threads (thread_id, conversation_data, expires_at, updated_at)"
-                 " select 'thread:gone-' || i, '{}', now() - interval '1 minute', now() - interval '2 hours'"
+                 " select 'thread:gone-' || i, '{}', now() - interval '1 day', now() - interval '2 days'"
                  " from generate_series(1, 40) i")
-    tombstones = ("select count(*) filter (where thread_id like 'thread:past-%'),"
-                  " count(*) filter (where thread_id like 'thread:gone-%' and written_at < now() - interval '1 hour')"
-                  " from public.conversation_thread_tombstones")
+    left = ("select (select count(*) from public.conversation_thread_tombstones where thread_id like 'thread:past-%'),"
+            " (select count(*) from public.conversation_thread_sweeps where newest_written_at < now() - interval '30 days')")
+    swept = ("select count(*), count(distinct s.ctid) from public.conversation_thread_sweeps s,"
+             " unnest(s.thread_ids, s.written_ats) u(thread_id, written_at)"
+             " where u.thread_id like 'thread:gone-%' and u.written_at < now() - interval '1 day'")
     try:
         with conn.transaction():
             for _ in range(100):
                 if conn.execute("select public.cleanup_expired_threads(25)").fetchone()[0] < 25:
                     break
-            [scans] = conn.execute("select seq_scan from pg_stat_xact_user_tables"
-                                   " where relid = 'public.conversation_thread_tombstones'::regclass").fetchone()
-        assert scans == 0
-        assert conn.execute(tombstones).fetchone() == (0, 40)
+            scans = conn.execute("select relname, seq_scan from pg_stat_xact_user_tables where relname in"
+                                 " ('conversation_thread_tombstones', 'conversation_thread_sweeps')").fetchall()
+        assert sorted(scans) == [("conversation_thread_sweeps", 0), ("conversation_thread_tombstones", 0)]
+        assert conn.execute(left).fetchone() == (0, 0)
+        assert conn.execute(swept).fetchone() == (40, 2), "40 keys, 25 then 15, each sweep in one row (they expired first)"
+        assert conn.execute("select count(*) from public.conversation_thread_tombstones"
+                            " where thread_id like 'thread:gone-%'").fetchone() == (0,)
         assert conn.execute("select count(*) from public.conversation_threads"
                             " where thread_id like 'thread:gone-%'").fetchone() == (0,)
     finally:
         conn.execute("delete from public.conversation_threads where thread_id like 'thread:gone-%'")
         conn.execute("delete from public.conversation_thread_tombstones where thread_id like 'thread:recent-%'"
-                     " or thread_id like 'thread:past-%' or thread_id like 'thread:gone-%'")
+                     " or thread_id like 'thread:past-%'")
+        conn.execute("delete from public.conversation_thread_sweeps s where exists (select 1 from"
+                     " unnest(s.thread_ids) k where k like 'thread:recent-swept-%' or k like 'thread:past-%'"
+                     " or k like 'thread:gone-%')")

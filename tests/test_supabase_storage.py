@@ -171,6 +171,9 @@ def test_cleanup_deletes_in_batches(storage, supabase_project):
     storage.setex("thread:live", 60, "{}")
     assert [storage.cleanup_expired(batch_size=10) for _ in range(4)] == [10, 10, 5, 0]
     assert _row_count(supabase_project) == 1
+    with supabase_project.connect() as conn:  # as service_role, through its grants alone
+        swept = conn.execute("select cardinality(thread_ids) from public.conversation_thread_sweeps order by id").fetchall()
+    assert swept == [(10,), (10,), (5,)]
 
 
 def test_concurrent_cleanups_share_the_backlog(storage, supabase_project):

@@ -45,6 +45,8 @@ begin
         if exists (select 1 from pg_catalog.pg_roles where rolname = role) then
             execute format('revoke all on table public.conversation_threads from %I', role);
             execute format('revoke all on table public.conversation_thread_tombstones from %I', role);
+            execute format('revoke all on table public.conversation_thread_sweeps from %I', role);
+            execute format('revoke all on sequence public.conversation_thread_sweeps_id_seq from %I', role);
             execute format('revoke all on table public.conversation_user_erasures from %I', role);
             execute format('revoke all on sequence public.conversation_thread_versions from %I', role);
         end if;
@@ -52,6 +54,9 @@ begin
     if exists (select 1 from pg_catalog.pg_roles where rolname = 'service_role') then
         execute 'grant select, insert, update, delete on table public.conversation_threads to service_role';
         execute 'grant select, insert, update, delete on table public.conversation_thread_tombstones to service_role';
+        execute 'grant select, insert, update, delete on table public.conversation_thread_sweeps to service_role';
+        -- Its identity column draws from its sequence without the inserting role's rights.
+        execute 'revoke all on sequence public.conversation_thread_sweeps_id_seq from service_role';
         execute 'grant select, insert, update, delete on table public.conversation_user_erasures to service_role';
         -- The write functions run as their caller (SECURITY INVOKER).
         execute 'grant usage on sequence public.conversation_thread_versions to service_role';

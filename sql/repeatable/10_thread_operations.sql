@@ -4,11 +4,12 @@
 -- search_path pinned to '' and fully qualified names, so a caller cannot
 -- redirect lookups to objects of its own.
 --
--- Every way a thread leaves the table leaves a tombstone: the key and the
--- time of the last write it received (a delete's own time; an expired row's
--- last update). Erasing a user also records the user and the time.
--- thread_replay (30_failover_replay) applies a spooled write only if it is
--- newer than all of them. Tombstones are kept
+-- Every way a thread leaves the table records the key and the time of the
+-- last write it received: a delete leaves a tombstone with its own time, a
+-- cleanup sweep one row of keys with each expired row's last update
+-- (conversation_thread_sweeps). Erasing a user also records the user and
+-- the time. thread_replay (30_failover_replay) applies a spooled write only
+-- if it is newer than all of them. Both are kept
 -- conversation_storage_tombstone_retention() and then purged by
 -- cleanup_expired_threads().
 --

@@ -3,8 +3,9 @@
 -- A spooled write carries the time it was acknowledged, on the server's
 -- clock as the spooling daemon estimated it (its own clock plus the offset it
 -- measured on its last answers from the server). It is applied only if it
--- is newer than the row, the key's tombstone and its user's erasure, so a
--- replay never undoes a newer write, delete, erase or expiry. A spooled
+-- is newer than the row, the key's tombstone, the cleanup sweeps that
+-- removed the key and its user's erasure, so a replay never undoes a newer
+-- write, delete, erase or expiry. A spooled
 -- write older than the tombstone retention cannot be ordered any more:
 -- thread_replay() answers 'too_old' and the library keeps it aside.
 --
@@ -22,8 +23,8 @@
 --   'applied'    the write is now the thread's state;
 --   'expired'    a set whose lifetime ended before now: it still supersedes
 --                what it replaced, so it is applied as a delete at its time;
---   'superseded' the row, its tombstone or its user's erasure holds a newer
---                write: nothing done;
+--   'superseded' the row, its tombstone, a sweep or its user's erasure
+--                holds a newer write: nothing done;
 --   'too_old'    older than the tombstone retention: cannot be ordered.
 -- Replaying the same write twice is harmless: the second finds itself.
 create or replace function public.thread_replay(
@@ -67,8 +68,19 @@ begin
     select t.updated_at into v_row_written
       from public.conversation_threads t where t.thread_id = p_thread_id
        for update;
-    select b.written_at into v_buried
-      from public.conversation_thread_tombstones b where b.thread_id = p_thread_id;
+    -- Sweeps whose every key was written before this write cannot
+    -- supersede it: the index on newest_written_at leaves only the others.
+    select greatest(
+               (select b.written_at
+                  from public.conversation_thread_tombstones b where b.thread_id = p_thread_id),
+               (select max(u.written_at)
+                  from public.conversation_thread_sweeps s
+                 cross join lateral rows from (pg_catalog.unnest(s.thread_ids), pg_catalog.unnest(s.written_ats))
+                                    as u(thread_id, written_at)
+                 where s.newest_written_at >= p_written_at
+                   and s.thread_ids @> array[p_thread_id]
+                   and u.thread_id = p_thread_id))
+      into v_buried;
     if p_written_at <= greatest(v_row_written, v_buried) then
         return 'superseded';
     end if;

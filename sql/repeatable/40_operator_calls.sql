@@ -9,7 +9,7 @@ language sql
 immutable
 security invoker
 set search_path = ''
-as $$ select 11 $$;
+as $$ select 12 $$;
 
 -- Whether the hourly cleanup job is scheduled with pg_cron (NULL: pg_cron is
 -- not enabled, or the owner cannot read cron.job). On Supabase pg_cron's
@@ -216,9 +216,11 @@ as $$
     select public.delete_user_threads_batch(p_user_id, 2147483647);
 $$;
 
--- Delete at most one batch of expired rows, each leaving a tombstone with
--- the time of its last write, and purge up to p_batch_size tombstones past
--- the retention. Returns rows removed plus tombstones purged. SKIP LOCKED
+-- Delete at most one batch of expired rows, recording their keys and the
+-- time of each one's last write in one row of conversation_thread_sweeps
+-- (003_cleanup_sweeps.sql: a tombstone per row cost as much as the delete),
+-- and purge up to p_batch_size tombstones and sweeps past the retention.
+-- Returns rows removed plus tombstones and swept keys purged. SKIP LOCKED
 -- lets concurrent sweepers (pg_cron and a system cron script) share the
 -- backlog; callers loop until a call returns less than p_batch_size.
 create or replace function public.cleanup_expired_threads(p_batch_size integer default 1000)
@@ -231,6 +233,7 @@ as $$
 declare
     v_deleted integer;
     v_purged  integer;
+    v_unswept integer;
     v_horizon timestamptz := now() - public.conversation_storage_tombstone_retention();
 begin
     if p_batch_size is null or p_batch_size <= 0 then
@@ -238,6 +241,8 @@ begin
             using errcode = '22023';
     end if;
 
+    -- Rows last written before the horizon need no record: a replay that
+    -- old is refused as too_old.
     with batch as (
         select t.ctid
           from public.conversation_threads t
@@ -250,22 +255,21 @@ begin
          using batch
          where t.ctid = batch.ctid
         returning t.thread_id, t.updated_at
-    ), buried as (
-        insert into public.conversation_thread_tombstones as b (thread_id, written_at)
-        select thread_id, updated_at from gone where updated_at >= v_horizon
-        on conflict (thread_id) do update
-            set written_at = excluded.written_at
-          where b.written_at < excluded.written_at
+    ), swept as (
+        insert into public.conversation_thread_sweeps (newest_written_at, thread_ids, written_ats)
+        select max(updated_at), array_agg(thread_id), array_agg(updated_at)
+          from gone
+         where updated_at >= v_horizon
+        having count(*) > 0
     )
     select count(*) into v_deleted from gone;
 
-    -- Both steps stay index-bound however stale the table's statistics are
-    -- (a sweep adds a batch of tombstones per call, faster than autoanalyze
-    -- sees): the order makes the choice a range scan of
-    -- conversation_thread_tombstones_written_at_idx that stops at the first
-    -- tombstone inside the retention, and the array of row ids a TID scan.
-    -- Planned as a scan of the whole table (a join on ctid, no order), each
-    -- call read every tombstone: up to a quarter of a 1,000,000-row
+    -- Both purges stay index-bound however stale the tables' statistics are
+    -- (a sweep adds rows on every call, faster than autoanalyze sees): the
+    -- order makes the choice a range scan of the time's index that stops at
+    -- the first row inside the retention, and the array of row ids a TID
+    -- scan. Planned as a scan of the whole table (a join on ctid, no order),
+    -- each call read every tombstone: up to a quarter of a 1,000,000-row
     -- sweep's time (docs/performance.md).
     delete from public.conversation_thread_tombstones b
      where b.ctid = any (array(
@@ -277,9 +281,22 @@ begin
                   for update skip locked));
     get diagnostics v_purged = row_count;
 
+    with unswept as (
+        delete from public.conversation_thread_sweeps s
+         where s.ctid = any (array(
+                   select o.ctid
+                     from public.conversation_thread_sweeps o
+                    where o.newest_written_at < v_horizon
+                    order by o.newest_written_at
+                    limit p_batch_size
+                      for update skip locked))
+        returning pg_catalog.cardinality(s.thread_ids) as keys
+    )
+    select coalesce(sum(keys), 0) into v_unswept from unswept;
+
     delete from public.conversation_user_erasures e where e.erased_at < v_horizon;
 
-    return v_deleted + v_purged;
+    return v_deleted + v_purged + v_unswept;
 end;
 $$;
 

@@ -7,12 +7,13 @@ from typing import Any
 from ..contract.errors import StoragePermissionError, StorageSchemaError
 
 #: The schema version of this library's sql/; storage_health() reports the installed one.
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 #: The oldest installed schema this library runs on (the pre-release
 #: sql/010): every operation has its function there. Later versions add the
 #: near cache, which stays off below version 10 (schema_fallbacks.py), and
 #: make replays safer; version 11 is today's layout (sql/versioned,
-#: sql/repeatable), which dropped the functions no library of 0.1.0 or later calls.
+#: sql/repeatable), which dropped the functions no library of 0.1.0 or later
+#: calls; version 12 records a cleanup sweep's keys in one row per call.
 REQUIRED_SCHEMA_VERSION = 7
 #: Replays ordered against every direct write and erase (the pre-release sql/013);
 #: the failover layer warns without it.
