@@ -43,6 +43,18 @@ def test_a_sweep_records_every_key_with_its_last_write_in_one_row(conn):
     assert conn.execute("select count(*) from public.conversation_thread_tombstones").fetchone() == (0,)
 
 
+def test_a_large_batch_is_recorded_in_rows_of_at_most_1000_keys(conn):
+    # An operator's one-off call with a huge batch must not build one giant array.
+    conn.execute("insert into public.conversation_threads (thread_id, conversation_data, updated_at, expires_at)"
+                 " select 'thread:bulk-' || i, '{}', now() - interval '1 hour', now() - interval '1 second'"
+                 " from generate_series(1, 2500) i")
+    assert conn.execute("select public.cleanup_expired_threads(1000000)").fetchone() == (2500,)
+    sizes = conn.execute("select cardinality(thread_ids) from public.conversation_thread_sweeps order by 1").fetchall()
+    assert sizes == [(500,), (1000,), (1000,)]
+    assert conn.execute("select count(distinct k) from public.conversation_thread_sweeps, unnest(thread_ids) k"
+                        ).fetchone() == (2500,)
+
+
 def test_a_replay_older_than_the_swept_write_is_superseded_and_a_newer_one_applies(conn):
     _expired_row(conn, "thread:a", timedelta(hours=2))
     _expired_row(conn, "thread:b", timedelta(hours=2))

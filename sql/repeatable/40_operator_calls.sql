@@ -217,8 +217,9 @@ as $$
 $$;
 
 -- Delete at most one batch of expired rows, recording their keys and the
--- time of each one's last write in one row of conversation_thread_sweeps
--- (003_cleanup_sweeps.sql: a tombstone per row cost as much as the delete),
+-- time of each one's last write in conversation_thread_sweeps, a row per
+-- 1,000 keys (003_cleanup_sweeps.sql: a tombstone per row cost as much as
+-- the delete),
 -- and purge up to p_batch_size tombstones and sweeps past the retention.
 -- Returns rows removed plus tombstones and swept keys purged. SKIP LOCKED
 -- lets concurrent sweepers (pg_cron and a system cron script) share the
@@ -242,7 +243,9 @@ begin
     end if;
 
     -- Rows last written before the horizon need no record: a replay that
-    -- old is refused as too_old.
+    -- old is refused as too_old. A record holds at most 1,000 keys, so
+    -- that an operator's call with a huge batch neither builds an array
+    -- past PostgreSQL's 1 GB limit nor makes a replay read a giant row.
     with batch as (
         select t.ctid
           from public.conversation_threads t
@@ -257,10 +260,11 @@ begin
         returning t.thread_id, t.updated_at
     ), swept as (
         insert into public.conversation_thread_sweeps (newest_written_at, thread_ids, written_ats)
-        select max(updated_at), array_agg(thread_id), array_agg(updated_at)
-          from gone
-         where updated_at >= v_horizon
-        having count(*) > 0
+        select max(g.updated_at), array_agg(g.thread_id), array_agg(g.updated_at)
+          from (select gone.thread_id, gone.updated_at, (pg_catalog.row_number() over () - 1) / 1000 as part
+                  from gone
+                 where gone.updated_at >= v_horizon) g
+         group by g.part
     )
     select count(*) into v_deleted from gone;
 

@@ -1,4 +1,5 @@
--- The keys cleanup_expired_threads() removes, one row per call.
+-- The keys cleanup_expired_threads() removes, one row per call (and per
+-- 1,000 keys of a larger batch).
 --
 -- A tombstone per expired row cost as much as deleting the row: a heap row
 -- and two index entries at random places of the tombstone table's indexes
@@ -26,7 +27,7 @@ create table if not exists public.conversation_thread_sweeps (
 );
 
 comment on table public.conversation_thread_sweeps is
-    'Keys that cleanup_expired_threads() removed, one row per call, each with the time of its last write (written_ats[i] for thread_ids[i]); a replayed write older than that is superseded. Purged after conversation_storage_tombstone_retention().';
+    'Keys that cleanup_expired_threads() removed, one row per call and per 1,000 keys, each with the time of its last write (written_ats[i] for thread_ids[i]); a replayed write older than that is superseded. Purged after conversation_storage_tombstone_retention().';
 
 create index if not exists conversation_thread_sweeps_newest_written_at_idx
     on public.conversation_thread_sweeps (newest_written_at);
