@@ -219,8 +219,8 @@ $$;
 -- Delete at most one batch of expired rows, recording their keys and the
 -- time of each one's last write in conversation_thread_sweeps, a row per
 -- 1,000 keys (003_cleanup_sweeps.sql: a tombstone per row cost as much as
--- the delete),
--- and purge up to p_batch_size tombstones and sweeps past the retention.
+-- the delete), and purge up to p_batch_size tombstones and sweeps past the
+-- retention.
 -- Returns rows removed plus tombstones and swept keys purged. SKIP LOCKED
 -- lets concurrent sweepers (pg_cron and a system cron script) share the
 -- backlog; callers loop until a call returns less than p_batch_size.
@@ -232,7 +232,9 @@ security invoker
 set search_path = ''
 as $$
 declare
-    v_deleted integer;
+    v_deleted integer := 0;
+    v_step    integer;
+    v_stepped integer;
     v_purged  integer;
     v_unswept integer;
     v_horizon timestamptz := now() - public.conversation_storage_tombstone_retention();
@@ -242,31 +244,36 @@ begin
             using errcode = '22023';
     end if;
 
-    -- Rows last written before the horizon need no record: a replay that
-    -- old is refused as too_old. A record holds at most 1,000 keys, so
-    -- that an operator's call with a huge batch neither builds an array
-    -- past PostgreSQL's 1 GB limit nor makes a replay read a giant row.
-    with batch as (
-        select t.ctid
-          from public.conversation_threads t
-         where t.expires_at <= now()
-         order by t.expires_at
-         limit p_batch_size
-           for update skip locked
-    ), gone as (
-        delete from public.conversation_threads t
-         using batch
-         where t.ctid = batch.ctid
-        returning t.thread_id, t.updated_at
-    ), swept as (
-        insert into public.conversation_thread_sweeps (newest_written_at, thread_ids, written_ats)
-        select max(g.updated_at), array_agg(g.thread_id), array_agg(g.updated_at)
-          from (select gone.thread_id, gone.updated_at, (pg_catalog.row_number() over () - 1) / 1000 as part
-                  from gone
-                 where gone.updated_at >= v_horizon) g
-         group by g.part
-    )
-    select count(*) into v_deleted from gone;
+    -- Steps of at most 1,000 rows, each recorded in one row, so that an
+    -- operator's call with a huge batch neither builds an array past
+    -- PostgreSQL's 1 GB limit nor makes a replay read a giant row. Rows
+    -- last written before the horizon need no record: a replay that old is
+    -- refused as too_old.
+    loop
+        v_step := least(1000, p_batch_size - v_deleted);
+        with batch as (
+            select t.ctid
+              from public.conversation_threads t
+             where t.expires_at <= now()
+             order by t.expires_at
+             limit v_step
+               for update skip locked
+        ), gone as (
+            delete from public.conversation_threads t
+             using batch
+             where t.ctid = batch.ctid
+            returning t.thread_id, t.updated_at
+        ), swept as (
+            insert into public.conversation_thread_sweeps (newest_written_at, thread_ids, written_ats)
+            select max(updated_at), array_agg(thread_id), array_agg(updated_at)
+              from gone
+             where updated_at >= v_horizon
+            having count(*) > 0
+        )
+        select count(*) into v_stepped from gone;
+        v_deleted := v_deleted + v_stepped;
+        exit when v_stepped < v_step or v_deleted >= p_batch_size;
+    end loop;
 
     -- Both purges stay index-bound however stale the tables' statistics are
     -- (a sweep adds rows on every call, faster than autoanalyze sees): the
