@@ -4,9 +4,10 @@
     python scripts/benchmarks/replay_lookup.py           # up to 1,000,000 swept keys (~1 min)
     python scripts/benchmarks/replay_lookup.py --quick
 
-A sweep records its keys in one row per call and no index entry per key
-(sql/versioned/003_cleanup_sweeps.sql), so thread_replay reads every sweep
-whose newest key was written after the replayed write. This fills
+A sweep records its keys in one row per step of up to 1,000 rows and no
+index entry per key (sql/versioned/003_cleanup_sweeps.sql), so
+thread_replay reads every sweep whose newest key was written after the
+replayed write. This fills
 conversation_thread_sweeps with rows of 1,000 random keys, all written an
 hour ago, and times thread_replay of a key no sweep holds, written two hours
 ago (it reads every row) and ten minutes ago (the index on newest_written_at

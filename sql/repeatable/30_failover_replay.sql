@@ -5,9 +5,9 @@
 -- measured on its last answers from the server). It is applied only if it
 -- is newer than the row, the key's tombstone, the cleanup sweeps that
 -- removed the key and its user's erasure, so a replay never undoes a newer
--- write, delete, erase or expiry. A spooled
--- write older than the tombstone retention cannot be ordered any more:
--- thread_replay() answers 'too_old' and the library keeps it aside.
+-- write, delete, erase or expiry. A spooled write older than the tombstone
+-- retention cannot be ordered any more: thread_replay() answers 'too_old'
+-- and the library keeps it aside.
 --
 -- Ordering: every statement that changes the table carries the guard
 -- updated_at < the spooled write's time, so whatever committed first, the
@@ -68,8 +68,9 @@ begin
     select t.updated_at into v_row_written
       from public.conversation_threads t where t.thread_id = p_thread_id
        for update;
-    -- Sweeps whose every key was written before this write cannot
-    -- supersede it: the index on newest_written_at leaves only the others.
+    -- The key's tombstone, and the sweeps that removed it. A sweep whose
+    -- every key was written before this write cannot supersede it: the
+    -- index on newest_written_at leaves only the others.
     select greatest(
                (select b.written_at
                   from public.conversation_thread_tombstones b where b.thread_id = p_thread_id),

@@ -220,10 +220,10 @@ $$;
 -- time of each one's last write in conversation_thread_sweeps, a row per
 -- 1,000 keys (003_cleanup_sweeps.sql: a tombstone per row cost as much as
 -- the delete), and purge up to p_batch_size tombstones and sweeps past the
--- retention.
--- Returns rows removed plus tombstones and swept keys purged. SKIP LOCKED
--- lets concurrent sweepers (pg_cron and a system cron script) share the
--- backlog; callers loop until a call returns less than p_batch_size.
+-- retention. Returns rows removed plus tombstones and swept keys purged.
+-- SKIP LOCKED lets concurrent sweepers (pg_cron and a system cron script)
+-- share the backlog; callers loop until a call returns less than
+-- p_batch_size.
 create or replace function public.cleanup_expired_threads(p_batch_size integer default 1000)
 returns integer
 language plpgsql

@@ -13,7 +13,8 @@ SCHEMA_VERSION = 12
 #: near cache, which stays off below version 10 (schema_fallbacks.py), and
 #: make replays safer; version 11 is today's layout (sql/versioned,
 #: sql/repeatable), which dropped the functions no library of 0.1.0 or later
-#: calls; version 12 records a cleanup sweep's keys in one row per call.
+#: calls; version 12 records a cleanup sweep's keys in one row per step of
+#: up to 1,000 rows instead of a tombstone per row.
 REQUIRED_SCHEMA_VERSION = 7
 #: Replays ordered against every direct write and erase (the pre-release sql/013);
 #: the failover layer warns without it.
