@@ -45,6 +45,9 @@ def test_quick_path_costs_split_each_call_into_client_and_server_cpu():
         assert call in rows, result.stdout
     client, server = (float(cell) for cell in rows["set (thread_put)"].strip("| ").split(" | ")[1:3])
     assert client > 0 and server >= 0
+    # pgbench's figures: a write's statement takes longer than a read's.
+    get, put = (float(rows[name].strip("| ").split(" | ")[1]) for name in ("thread_get", "thread_put"))
+    assert 0 < get < put, result.stdout
 
 
 def test_quick_replay_lookup_times_a_replay_against_the_sweeps():

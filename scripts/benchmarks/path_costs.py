@@ -8,8 +8,8 @@ process; CPU times do not. Pinned to one core like postgres_path.py, each
 call is timed as the CPU its client thread used (``time.thread_time``) and
 the CPU its server process used (``/proc/<pid>/stat``, in clock ticks, so
 over 2,000 calls a figure is good to about 5 µs), against the same SQL typed
-by hand; then the server's CPU for the functions, their statements typed by
-hand and copies of them without their fixed search_path. Then each step of
+by hand; then pgbench times the functions, the statements typed by hand and
+copies of the functions without their fixed search_path, to the microsecond. Then each step of
 the library's client side runs alone in a loop, warm: in a real call the server runs on the same core in between and leaves
 the caches cold, so the steps cost more there than here.
 """
@@ -20,7 +20,9 @@ import argparse
 import os
 import re
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,9 +32,12 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from scripts.benchmarks.postgres_path import RAW_SELECT, RAW_UPSERT, RAW_UPSERT_FULL
+from scripts.benchmarks.stack import Stack
 from tests.support.documents import document_of_size
+from tests.support.postgres_server import PASSWORD, find_bindir
 from utils.infrastructure.backends import postgres_storage
 from utils.infrastructure.backends.call_deadline import CallDeadlines
+from utils.infrastructure.backends.libpq_calls import parameters, statement
 from utils.infrastructure.backends.postgres_storage import PostgresStorage
 from utils.infrastructure.contract.json_envelope import to_stored
 from utils.infrastructure.contract.json_numbers import check_numbers
@@ -113,28 +118,54 @@ def _without_search_path(conn: psycopg.Connection, function: str, file: str) -> 
     return f"public.bench_{function}"
 
 
-def server_cpu(dsn: str, rounds: int, calls: int) -> dict[str, float]:
-    """Server CPU µs per statement: the functions, their statements typed by hand, without search_path."""
+def _with_literals(statement: str, *literals: str) -> str:
+    for literal in literals:
+        statement = statement.replace("%s", literal, 1)
+    return statement
+
+
+def statement_round_trips(stack: Stack, rounds: int, seconds: float) -> dict[str, float]:
+    """µs per statement as pgbench runs it: prepared, one client on the pinned core, alternating rounds.
+
+    A C client's round trip holds almost nothing but the server's work, so
+    the differences are the functions' own costs, to the microsecond (the
+    server's CPU in clock ticks is good to about 5 µs only).
+    """
     doc = document_of_size(5_000)
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with psycopg.connect(stack.dsn, autocommit=True) as conn:
         get_copy = _without_search_path(conn, "thread_get", "10_thread_operations.sql")
         put_copy = _without_search_path(conn, "thread_put", "20_near_cache.sql")
-        conn.execute("select public.thread_put('thread:costs-sql', %s, 3600)", (doc,))
-        put = "(p_thread_id => %s, p_data => %s, p_ttl_seconds => %s)"
-        statements = {
-            "raw select": (RAW_SELECT, ("thread:costs-sql",)),
-            "thread_get": ("select public.thread_get(%s)", ("thread:costs-sql",)),
-            "thread_get without its search_path": (f"select {get_copy}(%s)", ("thread:costs-sql",)),
-            "raw upsert": (RAW_UPSERT, ("thread:costs-raw", doc, 3600)),
-            "thread_put's statement typed by hand": (RAW_UPSERT_FULL, ("thread:costs-full", doc, doc, 3600)),
-            "thread_put": ("select public.thread_put" + put, ("thread:costs-put", doc, 3600)),
-            "thread_put without its search_path": (f"select {put_copy}" + put, ("thread:costs-copy", doc, 3600)),
-        }
-        contenders: dict[str, Callable[[], object]] = {
-            name: lambda statement=statement, params=params: conn.execute(statement, params, prepare=True)
-            for name, (statement, params) in statements.items()}
-        figures = _cpu_in_rounds(contenders, conn.info.backend_pid, rounds, calls)
-    return {name: server for name, (_, server) in figures.items()}
+        conn.execute("select public.thread_put('costs-sql', %s, 3600)", (doc,))
+    # pgbench reads ":name" as a variable: these keys have no colon.
+    literal = "'" + doc.replace("'", "''") + "'"
+
+    def put(key: str) -> str:
+        return f"(p_thread_id => '{key}', p_data => {literal}, p_ttl_seconds => 3600)"
+
+    statements = {
+        "raw select": _with_literals(RAW_SELECT, "'costs-sql'"),
+        "thread_get": "select public.thread_get('costs-sql')",
+        "thread_get without its search_path": f"select {get_copy}('costs-sql')",
+        "raw upsert": _with_literals(RAW_UPSERT, "'costs-raw'", literal, "3600"),
+        "thread_put's statement typed by hand": _with_literals(RAW_UPSERT_FULL, "'costs-full'", literal, literal, "3600"),
+        "thread_put": "select public.thread_put" + put("costs-put"),
+        "thread_put without its search_path": f"select {put_copy}" + put("costs-copy"),
+    }
+    bench = find_bindir() / "pgbench"
+    env = {**os.environ, "PGPASSWORD": PASSWORD}
+    micros: dict[str, list[float]] = {name: [] for name in statements}
+    with tempfile.TemporaryDirectory() as scripts:
+        for _ in range(rounds):
+            for name, sql in statements.items():
+                script = Path(scripts) / "statement.sql"
+                script.write_text(sql + ";\n")
+                out = subprocess.run(
+                    [str(bench), "-n", "-M", "prepared", "-T", str(seconds), "-f", str(script),
+                     "-h", "127.0.0.1", "-p", str(stack.postgres.port), "-U", "postgres", "postgres"],
+                    capture_output=True, text=True, env=env, check=True).stdout
+                tps = float(re.search(r"^tps = ([0-9.]+)", out, re.MULTILINE)[1])
+                micros[name].append(1e6 / tps)
+    return {name: statistics.median(values) for name, values in micros.items()}
 
 
 def client_steps(loops: int) -> dict[str, float]:
@@ -147,8 +178,9 @@ def client_steps(loops: int) -> dict[str, float]:
         "set: the number rule alone": lambda: check_numbers(doc, 10_000_000, size_bound=len(doc), ints=False),
         "set: to_stored (envelope check)": lambda: to_stored(doc),
         "set: set_call (the call's plan)": lambda: set_call("thread:k", 3600, doc, None, None),
-        "set: statement and parameters": lambda: postgres_storage._statement_and_params(
-            "thread_put", {"p_thread_id": "thread:k", "p_data": doc, "p_ttl_seconds": 3600}),
+        "set: statement and parameters": lambda: (
+            statement("thread_put", ("p_thread_id", "p_data", "p_ttl_seconds")),
+            parameters(["thread:k", doc, 3600], "utf-8")),
         "both: deadline watch start + finish": lambda: deadlines.finish(deadlines.start(0, time.monotonic() + 60)),
         "both: answer read by orjson (set's)": lambda: postgres_storage._answer_loads(
             b'{"version": 5764607523034234880, "expires_at": "2026-12-02T14:00:00.123456+00:00"}'),
@@ -169,8 +201,6 @@ def client_steps(loops: int) -> dict[str, float]:
 
 
 def main() -> int:
-    from scripts.benchmarks.stack import Stack
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--cpu", type=int, default=0, help="the core to pin this process and Postgres to")
@@ -179,13 +209,13 @@ def main() -> int:
     try:
         stack.pin({args.cpu})
         per_call = cpu_per_call(stack.dsn, 2 if args.quick else 3, 200 if args.quick else 2000)
-        per_statement = server_cpu(stack.dsn, 2 if args.quick else 3, 200 if args.quick else 1500)
+        per_statement = statement_round_trips(stack, 2 if args.quick else 5, 1 if args.quick else 3)
     finally:
         stack.close()
     print("| call (5 KB) | client CPU µs | server CPU µs | sum |\n|---|---|---|---|")
     for name, (client, server) in per_call.items():
         print(f"| {name} | {client:.1f} | {server:.1f} | {client + server:.1f} |")
-    print("\n| statement (5 KB) | server CPU µs |\n|---|---|")
+    print("\n| statement (5 KB), pgbench | µs per statement |\n|---|---|")
     for name, micros in per_statement.items():
         print(f"| {name} | {micros:.1f} |")
     print("\n| client step, warm loop | µs |\n|---|---|")

@@ -20,8 +20,7 @@ import select
 import time
 import weakref
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 import psycopg
@@ -33,6 +32,7 @@ from ..contract.errors import StorageConfigurationError, StoragePermissionError,
 from ..remote.near_cache import NearCache, local_server
 from ..remote.remote_calls import AsyncRemoteFunctionStorage, RemoteFunctionStorage
 from .call_deadline import CallDeadlines
+from .libpq_calls import ConnectionCalls, FunctionError, statement
 from .sql_errors import error_for_code
 
 #: Ports of transaction-mode poolers: Supabase's (Supavisor) and PgBouncer's default.
@@ -83,24 +83,6 @@ def connection_kwargs(
     return kwargs
 
 
-_NAME = re.compile(r"[a-z_][a-z0-9_]*")
-
-
-@lru_cache(maxsize=64)
-def _statement(function: str, names: tuple[str, ...]) -> bytes:
-    """``select public.fn(p_a => %s, ...)``, rendered once per function and argument set.
-
-    Composing it with psycopg.sql on every call cost about 15 µs (a third of
-    the library's overhead on a get); the names come from this package's own
-    calls, and a name that would need quoting is refused rather than quoted.
-    """
-    for name in (function, *names):
-        if not _NAME.fullmatch(name):
-            raise ValueError(f"not a plain SQL name: {name!r}")
-    arguments = ", ".join(f"{name} => %s" for name in names)
-    return f"select public.{function}({arguments})".encode()
-
-
 #: An integer orjson would read as a float (beyond 64 bits): metadata may hold one.
 _LONG_INTEGER = re.compile(rb"[0-9]{20}")
 
@@ -118,17 +100,14 @@ def _answer_loads(data: str | bytes) -> Any:
     return json.loads(raw)
 
 
-_Cursor = TypeVar("_Cursor", psycopg.Cursor, psycopg.AsyncCursor)
-
-
-def _reading_answers_with_orjson(cursor: _Cursor) -> _Cursor:
+def _reading_answers_with_orjson(cursor: psycopg.AsyncRawCursor) -> psycopg.AsyncRawCursor:
     set_json_loads(_answer_loads, cursor)
     return cursor
 
 
 def _statement_and_params(function: str, params: dict[str, Any]) -> tuple[bytes, list[Any]]:
     values = [Jsonb(v) if isinstance(v, dict) else v for v in params.values()]
-    return _statement(function, tuple(params)), values
+    return statement(function, tuple(params)), values
 
 
 def _translated(exc: psycopg.Error, where: str, function: str) -> Exception:
@@ -147,13 +126,8 @@ def _translated(exc: psycopg.Error, where: str, function: str) -> Exception:
     return error_for_code(exc.sqlstate, message, operation=function, where=where)
 
 
-def _broken(conn: psycopg.Connection | psycopg.AsyncConnection) -> bool:
-    """True when the server has closed (or written to) an idle connection.
-
-    An idle autocommit connection receives nothing, so anything to read is
-    the end of it: a restarted server, an idle timeout, a pooler that hung
-    up. One poll() costs far less than a round trip to check.
-    """
+def _broken(conn: psycopg.AsyncConnection) -> bool:
+    """True when the server has closed (or written to) an idle connection (see ConnectionCalls.closed_by_server)."""
     if conn.closed:
         return True
     poller = select.poll()
@@ -286,39 +260,36 @@ class PostgresStorage(RemoteFunctionStorage):
         self.url = _where(dsn)
         self._pool_options = pool_options
         self._pool = ConnectionPool(**pool_options.pool_arguments())
-        self._cursors: weakref.WeakKeyDictionary[psycopg.Connection, psycopg.Cursor] = weakref.WeakKeyDictionary()
+        # One per connection: its prepared statements live as long as it does.
+        self._calls: weakref.WeakKeyDictionary[psycopg.Connection, ConnectionCalls] = weakref.WeakKeyDictionary()
         self._deadlines = CallDeadlines()
         self._pool.open(wait=False)  # connect in the background
 
     def _call(self, function: str, params: dict[str, Any]) -> Any:
-        statement, values = _statement_and_params(function, params)
+        sql = statement(function, tuple(params))
         deadline = time.monotonic() + self._call_seconds
         try:
             # getconn/putconn rather than the pool's context manager, which
             # also enters the connection's own (a commit check per call);
             # with autocommit there is nothing to commit, and putconn still
             # discards a broken connection.
-            conn = self._open_connection(deadline)
+            conn, calls = self._open_connection(deadline)
             watch = self._deadlines.start(conn.fileno(), deadline)
             try:
-                cursor = self._cursors.get(conn)
-                if cursor is None:
-                    # One cursor per connection, reused: making one per call
-                    # cost a few µs, and a connection runs one call at a time.
-                    cursor = self._cursors[conn] = _reading_answers_with_orjson(conn.cursor())
-                row = cursor.execute(statement, values).fetchone()
-            except psycopg.OperationalError as exc:
+                return calls.call(sql, list(params.values()))
+            except (psycopg.OperationalError, FunctionError) as exc:
                 if self._deadlines.finish(watch):
                     raise _no_answer(self.url, function, self._call_seconds) from exc
                 raise
             finally:
                 self._deadlines.finish(watch)
                 self._pool.putconn(conn)
+        except FunctionError as exc:
+            raise error_for_code(exc.sqlstate, exc.message, operation=function, where=self.url) from exc
         except psycopg.Error as exc:
             raise _translated(exc, self.url, function) from exc
-        return None if row is None else row[0]
 
-    def _open_connection(self, deadline: float) -> psycopg.Connection:
+    def _open_connection(self, deadline: float) -> tuple[psycopg.Connection, ConnectionCalls]:
         while True:
             try:
                 conn = self._pool.getconn(
@@ -327,8 +298,11 @@ class PostgresStorage(RemoteFunctionStorage):
                 if not _failing_to_connect(self._pool.get_stats()):
                     raise
                 raise _connect_failure(self._pool_options, self.url, exc) from exc
-            if not _broken(conn):
-                return conn
+            calls = self._calls.get(conn)
+            if calls is None:
+                calls = self._calls[conn] = ConnectionCalls(conn, _answer_loads)
+            if not calls.closed_by_server():
+                return conn, calls
             conn.close()  # the pool replaces a closed connection
             self._pool.putconn(conn)
 
@@ -351,7 +325,7 @@ class AsyncPostgresStorage(AsyncRemoteFunctionStorage):
         super().__init__(max_value_bytes=max_value_bytes, near_cache=near_cache,
                          local_server=runs_locally(pool_options.dsn))
         self._pool = pool
-        self._cursors: weakref.WeakKeyDictionary[psycopg.AsyncConnection, psycopg.AsyncCursor] = (
+        self._cursors: weakref.WeakKeyDictionary[psycopg.AsyncConnection, psycopg.AsyncRawCursor] = (
             weakref.WeakKeyDictionary())
         self.url = _where(pool_options.dsn)
         self.transaction_pooler = pool_options.behind_transaction_pooler
@@ -378,7 +352,8 @@ class AsyncPostgresStorage(AsyncRemoteFunctionStorage):
             try:
                 cursor = self._cursors.get(conn)
                 if cursor is None:
-                    cursor = self._cursors[conn] = _reading_answers_with_orjson(conn.cursor())
+                    # A raw cursor: the statement's placeholders are $1, $2, ... (libpq_calls.statement).
+                    cursor = self._cursors[conn] = _reading_answers_with_orjson(psycopg.AsyncRawCursor(conn))
                 await cursor.execute(statement, values)
                 row = await cursor.fetchone()
             except psycopg.OperationalError as exc:
