@@ -145,13 +145,15 @@ def markdown(figures: dict, runs: list[dict] | None = None) -> list[str]:
     lines = ["| operation | p50 µs |", "|---|---|"]
     lines += [f"| {name} | {value:,.1f} |" for name, value in figures.items()]
     per_run = [ratios(run) for run in runs or []]
-    lines += ["", "| operation | baseline | p50 ratio | runs | goal |", "|---|---|---|---|---|"]
+    several = len(per_run) > 1
+    lines += ["", "| operation | baseline | p50 ratio |" + (" runs |" if several else "") + " goal |",
+              "|---|---|---|" + ("---|" if several else "") + "---|"]
     for i, r in enumerate(ratios(figures)):
         of_runs = sorted(run[i]["ratio"] for run in per_run)
-        ratio = statistics.median(of_runs) if len(of_runs) > 1 else r["ratio"]
-        spread = f"{of_runs[0]:.2f} to {of_runs[-1]:.2f}" if len(of_runs) > 1 else ""
+        ratio = statistics.median(of_runs) if several else r["ratio"]
+        spread = f" {of_runs[0]:.2f} to {of_runs[-1]:.2f} |" if several else ""
         goal = f"≤ {r['goal']:.2f}x" if r["goal"] else ""
-        lines.append(f"| {r['operation']} | {r['baseline']} | {ratio:.2f}x | {spread} | {goal} |")
+        lines.append(f"| {r['operation']} | {r['baseline']} | {ratio:.2f}x |{spread} {goal} |")
     return lines
 
 
