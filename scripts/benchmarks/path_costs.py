@@ -9,9 +9,10 @@ call is timed as the CPU its client thread used (``time.thread_time``) and
 the CPU its server process used (``/proc/<pid>/stat``, in clock ticks, so
 over 2,000 calls a figure is good to about 5 µs), against the same SQL typed
 by hand; then pgbench times the functions, the statements typed by hand and
-copies of the functions without their fixed search_path, to the microsecond. Then each step of
-the library's client side runs alone in a loop, warm: in a real call the server runs on the same core in between and leaves
-the caches cold, so the steps cost more there than here.
+copies of the functions without their fixed search_path, to the microsecond.
+Then each step of the library's client side runs alone in a loop, warm: in a
+real call the server runs on the same core in between and leaves the caches
+cold, so the steps cost more there than here.
 """
 
 from __future__ import annotations

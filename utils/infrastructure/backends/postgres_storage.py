@@ -298,11 +298,12 @@ class PostgresStorage(RemoteFunctionStorage):
                 if not _failing_to_connect(self._pool.get_stats()):
                     raise
                 raise _connect_failure(self._pool_options, self.url, exc) from exc
-            calls = self._calls.get(conn)
-            if calls is None:
-                calls = self._calls[conn] = ConnectionCalls(conn, _answer_loads)
-            if not calls.closed_by_server():
-                return conn, calls
+            if not conn.closed:  # before ConnectionCalls reads its socket
+                calls = self._calls.get(conn)
+                if calls is None:
+                    calls = self._calls[conn] = ConnectionCalls(conn, _answer_loads)
+                if not calls.closed_by_server():
+                    return conn, calls
             conn.close()  # the pool replaces a closed connection
             self._pool.putconn(conn)
 
